@@ -1,0 +1,1 @@
+"""The kind-agnostic core: workspace, addresses, graph, keys, cache."""

@@ -1,0 +1,121 @@
+"""Bring one target up to date: restore a known key, or build, commit and link it."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from .cache import Staging
+from .digests import digest_of_listing
+from .errors import BuildFailed, LLMBuildError
+from .steps import PathArg, Plan, Step
+from .target import Target
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+BUILT, RESTORED, UP_TO_DATE, FAILED, SKIPPED = "built", "restored", "up-to-date", "failed", "skipped"
+
+
+@dataclass
+class RunContext:
+    """What a kind's action sees while it builds into `out`."""
+
+    ws: Workspace
+    target: Target
+    plan: Plan
+    key: str
+    staging: Staging
+
+    @property
+    def out(self) -> Path:
+        return self.staging.out
+
+    @property
+    def log(self) -> Path:
+        return self.staging.log
+
+    @property
+    def work(self) -> Path:
+        """Scratch working directory for tools (e.g. trtllm-build's model.cache)."""
+        path = self.staging.path / "work"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def paths(self, step: Step | None = None) -> dict[PathArg, Path]:
+        return self.ws.paths(self.target, self.out)
+
+    def dep_out(self, field: str) -> Path:
+        return self.ws.cache.out(self.ws.key(self.target.deps[field])[0])
+
+    def run_step(self, step: Step) -> None:
+        self.ws.toolchain.run(step, self)
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: str
+    key: str | None
+    seconds: float
+    message: str = ""
+
+    def as_values(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "key": self.key, "seconds": round(self.seconds, 3)}
+
+
+def link_dist(ws: Workspace, target: Target, key: str) -> None:
+    link = ws.dist_link(target)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.exists() and not link.is_symlink():
+        raise LLMBuildError(f"{link} exists and is not a link made by llmbuild; move it away")
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    if tmp.is_symlink():
+        tmp.unlink()
+    os.symlink(ws.cache.out(key), tmp)
+    os.replace(tmp, link)
+
+
+def bring_up_to_date(ws: Workspace, target: Target) -> Result:
+    started = time.monotonic()
+    if target.unavailable:
+        return Result(SKIPPED, None, 0.0, target.unavailable)
+    key, document = ws.key(target)
+    if ws.is_up_to_date(target):
+        return Result(UP_TO_DATE, key, time.monotonic() - started)
+    if not ws.cache.is_committed(key):
+        with ws.cache.lock(key, who=str(target.address)):
+            if not ws.cache.is_committed(key):
+                _build(ws, target, key, document)
+                link_dist(ws, target, key)
+                return Result(BUILT, key, time.monotonic() - started)
+    link_dist(ws, target, key)
+    return Result(RESTORED, key, time.monotonic() - started)
+
+
+def _build(ws: Workspace, target: Target, key: str, document: dict[str, Any]) -> None:
+    staging = ws.cache.stage(key)
+    ctx = RunContext(ws, target, ws.plan(target), key, staging)
+    started = time.time()
+    try:
+        target.kind.run(target, ctx)
+    except (Exception, KeyboardInterrupt) as err:
+        failed = ws.cache.keep_failed(staging)
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        reason = str(err) if isinstance(err, LLMBuildError) else f"{type(err).__name__}: {err}"
+        raise BuildFailed(f"{target.address} failed: {reason}; log: {failed / 'log.txt'}") from err
+    outputs = ws.digests.tree_files(staging.out)
+    ws.cache.commit(staging, {
+        "key": key,
+        "document": document,
+        "output_digest": digest_of_listing(outputs),
+        "outputs": outputs,
+        "log": "log.txt",
+        "built_by": {"address": str(target.address), "llmbuild": __version__},
+        "started": started,
+        "seconds": round(time.time() - started, 3),
+    })

@@ -1,0 +1,130 @@
+"""Find and parse BUILD.toml files; apply `[defaults.<kind>]` down the tree."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .addresses import Address, check_name
+from .errors import LLMBuildError, did_you_mean
+from .settings import Settings
+from .target import Target, kind_named, load_kinds
+from .validation import describe_validation_error
+
+BUILD_FILE = "BUILD.toml"
+DEFAULTS = "defaults"
+
+
+@dataclass
+class BuildFile:
+    rel: str  # e.g. "models/tiny-llama/BUILD.toml"
+    directory: str  # e.g. "models/tiny-llama" ("" at the root)
+    targets: dict[str, dict[str, dict[str, Any]]]  # kind -> name -> raw fields
+    defaults: dict[str, dict[str, Any]]  # kind -> raw fields
+
+
+def discover(root: Path, settings: Settings) -> list[Path]:
+    """Every BUILD.toml under the build roots, skipping ignored directory names."""
+    ignored = set(settings.ignore)
+    for special in (settings.cache, settings.dist):
+        ignored.add(Path(special).name)
+    found: list[Path] = []
+    for build_root in settings.build_roots:
+        top = root / build_root
+        if top.is_file() or not top.exists():
+            continue
+        for directory, dirnames, filenames in os.walk(top):
+            dirnames[:] = sorted(d for d in dirnames if d not in ignored and not d.startswith("."))
+            if BUILD_FILE in filenames:
+                found.append(Path(directory) / BUILD_FILE)
+    # Ancestors of a build root (e.g. the root's own BUILD.toml) still pass defaults down.
+    for build_root in settings.build_roots:
+        for parent in (root / build_root).resolve().parents:
+            candidate = parent / BUILD_FILE
+            if candidate.is_file() and (parent == root.resolve() or root.resolve() in parent.parents):
+                found.append(candidate)
+    return sorted(set(p.resolve() for p in found))
+
+
+def parse(path: Path, root: Path) -> BuildFile:
+    rel = path.relative_to(root.resolve()).as_posix()
+    directory = path.parent.relative_to(root.resolve()).as_posix()
+    directory = "" if directory == "." else directory
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise LLMBuildError(f"invalid TOML: {err}", file=rel) from None
+    kinds = load_kinds()
+    targets: dict[str, dict[str, dict[str, Any]]] = {}
+    defaults: dict[str, dict[str, Any]] = {}
+    for kind_name, table in data.items():
+        if kind_name == DEFAULTS:
+            if not isinstance(table, dict):
+                raise LLMBuildError("[defaults] must be a table of [defaults.<kind>] tables", file=rel)
+            for default_kind, values in table.items():
+                kind = kind_named(default_kind, file=rel, target=f"[defaults.{default_kind}]")
+                if not isinstance(values, dict):
+                    raise LLMBuildError("must be a table", file=rel, target=f"[defaults.{default_kind}]")
+                for key in values:
+                    if key not in kind.Fields.model_fields:
+                        raise LLMBuildError(
+                            f"unknown key{did_you_mean(key, kind.Fields.model_fields)}",
+                            file=rel, target=f"[defaults.{default_kind}]", key=key)
+                defaults[default_kind] = values
+            continue
+        kind_named(kind_name, file=rel, target=f"[{kind_name}]")
+        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+            raise LLMBuildError(
+                f"expected named tables like [{kind_name}.<name>]", file=rel, target=f"[{kind_name}]")
+        for name in table:
+            try:
+                check_name(name)
+            except LLMBuildError as err:
+                raise LLMBuildError(err.message, file=rel, target=f"[{kind_name}.{name}]") from None
+        targets[kind_name] = table
+    del kinds
+    return BuildFile(rel, directory, targets, defaults)
+
+
+def _is_ancestor(directory: str, of: str) -> bool:
+    return directory == "" or of == directory or of.startswith(directory + "/")
+
+
+def build_targets(files: list[BuildFile]) -> list[Target]:
+    """Targets with their fields validated (after defaults); references not yet resolved."""
+    files = sorted(files, key=lambda f: (f.directory.count("/"), f.directory))
+    targets: list[Target] = []
+    seen: dict[Address, str] = {}
+    for build_file in files:
+        ancestors = [f for f in files if _is_ancestor(f.directory, build_file.directory)]
+        for kind_name, table in build_file.targets.items():
+            kind = kind_named(kind_name, file=build_file.rel, target=kind_name)
+            inherited: dict[str, Any] = {}
+            origin: dict[str, str] = {}
+            for ancestor in ancestors:  # root first, nearest last
+                for key, value in ancestor.defaults.get(kind_name, {}).items():
+                    inherited[key] = value
+                    origin[key] = f"{ancestor.rel} [defaults.{kind_name}]"
+            for name, raw in table.items():
+                address = Address(build_file.directory, name)
+                label = f"[{kind_name}.{name}]"
+                if address in seen:
+                    raise LLMBuildError(f"duplicate address {address} (also declared as {seen[address]})",
+                                        file=build_file.rel, target=label)
+                seen[address] = label
+                values = {**inherited, **raw}
+                try:
+                    fields = kind.Fields.model_validate(values)
+                except ValidationError as err:
+                    key, message = describe_validation_error(err, kind.Fields)
+                    top = key.split(".")[0]
+                    if top in inherited and top not in raw:
+                        message += f" (inherited from {origin[top]})"
+                    raise LLMBuildError(message, file=build_file.rel, target=label, key=key) from None
+                targets.append(Target(address, kind, fields, build_file.rel))
+    return targets

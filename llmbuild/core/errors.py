@@ -1,0 +1,39 @@
+"""One exception type for everything a user can fix, printed as one line."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class LLMBuildError(Exception):
+    """A problem in the user's input or environment: shown without a traceback."""
+
+    def __init__(self, message: str, *, file: str | None = None,
+                 target: str | None = None, key: str | None = None):
+        self.message = message
+        self.file = file
+        self.target = target
+        self.key = key
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = []
+        if self.file:
+            where.append(self.file)
+        if self.target:
+            where.append(self.target)
+        if self.key:
+            where.append(self.key)
+        prefix = ": ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class BuildFailed(LLMBuildError):
+    """A tool ran and failed; its log is kept where the message says."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest choice, or ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,186 @@
+"""A loaded workspace: settings, every target, the graph, and keys on demand."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from . import buildfiles
+from .addresses import Address, parse_spec
+from .cache import Cache
+from .digests import DigestCache
+from .errors import LLMBuildError
+from .graph import resolve_references, topological_order
+from .keys import action_key, key_document
+from .paths import resolve_source
+from .settings import Settings, find_workspace_root, load_settings, resolve_dir
+from .steps import PathArg, Plan
+from .target import Source, Target, marked_fields
+
+
+class NotReady(Exception):
+    """A dependency has no committed output for its current key yet."""
+
+
+class Workspace:
+    def __init__(self, root: Path, settings: Settings):
+        self.root = root.resolve()
+        self.settings = settings
+        self.cache = Cache(resolve_dir(self.root, settings.cache).resolve())
+        self.dist = resolve_dir(self.root, settings.dist)
+        self.data_roots = [Path(d) for d in settings.data_roots]
+        self.targets: dict[Address, Target] = {}
+        self.targets_by_name: dict[str, Target] = {}
+        self.order: list[Target] = []
+        self._plans: dict[Address, Plan] = {}
+        self._facts: dict[Address, dict[str, Any]] = {}
+        self._keys: dict[Address, tuple[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def load(cls, start: Path | None = None, environ: dict[str, str] | None = None, *,
+             verify_sources: bool = True) -> Workspace:
+        """verify_sources=False (plan, render): sources need not exist on this machine."""
+        root = find_workspace_root((start or Path.cwd()).resolve())
+        ws = cls(root, load_settings(root, environ))
+        ws._load_targets(verify_sources)
+        return ws
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load_targets(self, verify_sources: bool = True) -> None:
+        for bad in self.data_roots:
+            if not bad.is_absolute():
+                raise LLMBuildError(f"data root '{bad}' must be an absolute path",
+                                    file="pyproject.toml", target="[tool.llmbuild]", key="data_roots")
+        files = [buildfiles.parse(p, self.root) for p in buildfiles.discover(self.root, self.settings)]
+        targets = buildfiles.build_targets(files)
+        resolve_references(targets)
+        self.order = topological_order(targets)
+        self.targets = {t.address: t for t in self.order}
+        self.targets_by_name = {str(t.address): t for t in self.order}
+        for target in self.order:
+            self._resolve_sources(target)
+            target.unavailable = self._unavailable(target)
+        for target in self.order:
+            if target.unavailable is None:
+                if verify_sources:
+                    self._check_sources_exist(target)
+                target.kind.check(target, self)
+
+    def _resolve_sources(self, target: Target) -> None:
+        build_dir = self.root / target.address.directory
+        for field, _, value in marked_fields(target.fields, Source):
+            values = value if isinstance(value, list) else [value]
+            for index, item in enumerate(values):
+                name = f"{field}.{index}" if isinstance(value, list) else field
+                path, problem = resolve_source(item, build_dir=build_dir, root=self.root,
+                                               data_roots=self.data_roots)
+                if problem:
+                    raise target.error(problem, key=field)
+                target.sources[name] = path
+
+    def _unavailable(self, target: Target) -> str | None:
+        lane = self.settings.lane
+        if lane not in target.fields.lanes:
+            return f"declared for the {'/'.join(target.fields.lanes)} lane only (active lane: {lane})"
+        for dep in target.deps.values():
+            if dep.unavailable:
+                return f"needs {dep.address}, which is skipped"
+        return target.kind.unavailable(target, self)
+
+    def _check_sources_exist(self, target: Target) -> None:
+        for field, path in target.sources.items():
+            if not path.exists():
+                raise target.error(f"source path {path} does not exist", key=field)
+
+    @cached_property
+    def toolchain(self):
+        from ..toolchains import toolchain_for
+
+        return toolchain_for(self)
+
+    @cached_property
+    def digests(self) -> DigestCache:
+        return DigestCache(self.cache.root / "digests.sqlite3")
+
+    # -- selection ---------------------------------------------------------------------------
+
+    def select(self, specs: list[str]) -> list[Target]:
+        if not specs:
+            return list(self.order)
+        chosen: list[Target] = []
+        for text in specs:
+            spec = parse_spec(text)
+            matched = [t for t in self.order if spec.matches(t.address)]
+            if not matched:
+                raise LLMBuildError(f"no target matches '{text}'")
+            chosen.extend(t for t in matched if t not in chosen)
+        return chosen
+
+    def target(self, address: str) -> Target:
+        selected = self.select([address])
+        if len(selected) != 1:
+            raise LLMBuildError(f"'{address}' names {len(selected)} targets; give one address dir:name")
+        return selected[0]
+
+    # -- plans, keys and state -------------------------------------------------------------------
+
+    def facts(self, target: Target) -> dict[str, Any]:
+        if target.address not in self._facts:
+            self._facts[target.address] = target.kind.facts(target, self)
+        return self._facts[target.address]
+
+    def plan(self, target: Target) -> Plan:
+        if target.address not in self._plans:
+            self._plans[target.address] = target.kind.plan(target, self)
+        return self._plans[target.address]
+
+    def key(self, target: Target) -> tuple[str, dict[str, Any]]:
+        """(action key, key document). Raises NotReady if a dependency is not built yet."""
+        if target.address in self._keys:
+            return self._keys[target.address]
+        plan = self.plan(target)
+        deps = {}
+        for field, dep in target.deps.items():
+            dep_key, _ = self.key(dep)
+            manifest = self.cache.manifest(dep_key)
+            if manifest is None:
+                raise NotReady(f"{dep.address} has not been built")
+            deps[field] = manifest["output_digest"]
+        sources = {field: self.digests.tree_digest(path) for field, path in target.sources.items()}
+        document = key_document(
+            kind=target.kind.name, params=plan.params,
+            steps=[s.key_document() for s in plan.steps],
+            toolchain={**self.toolchain.identity, **plan.extra_identity},
+            sources=sources, deps=deps)
+        result = (action_key(document), document)
+        self._keys[target.address] = result
+        return result
+
+    def dist_link(self, target: Target) -> Path:
+        return self.dist / target.address.dist_path
+
+    def is_up_to_date(self, target: Target) -> bool:
+        """Committed for the current key, and dist already points at it."""
+        try:
+            key, _ = self.key(target)
+        except NotReady:
+            return False
+        link = self.dist_link(target)
+        try:
+            return os.readlink(link) == str(self.cache.out(key)) and self.cache.is_committed(key)
+        except OSError:
+            return False
+
+    def paths(self, target: Target, out: Path | None = None) -> dict[PathArg, Path]:
+        """Real host paths for every placeholder; without `out`, the stable dist paths (for plans)."""
+        mapping: dict[PathArg, Path] = {PathArg("out"): out or self.dist_link(target)}
+        for field, path in target.sources.items():
+            mapping[PathArg("source", field)] = path
+        for field, dep in target.deps.items():
+            mapping[PathArg("dep", field)] = self.dist_link(dep)
+            if out is not None:
+                mapping[PathArg("dep", field)] = self.cache.out(self.key(dep)[0])
+        return mapping

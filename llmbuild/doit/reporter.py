@@ -1,0 +1,130 @@
+"""Record each target's outcome of a doit run into dist/run.json, whatever happens."""
+
+from __future__ import annotations
+
+import time
+
+from doit.reporter import ConsoleReporter, JsonReporter
+
+from ..core.build import BUILT, FAILED, SKIPPED, UP_TO_DATE
+from ..core.cache import write_json_atomic
+from ..core.workspace import NotReady
+from . import state
+
+
+class RunRecord:
+    """Mixin for any doit reporter: collects outcomes and writes dist/run.json at the end."""
+
+    def __init__(self, outstream, options=None):
+        super().__init__(outstream, options)
+        self._records: dict[str, dict] = {}
+        self._started: dict[str, float] = {}
+
+    def _target(self, task):
+        ws = state.loaded()
+        return None if ws is None else ws.targets_by_name.get(task.name)
+
+    def _record(self, task, outcome: str, seconds: float | None = None, key: str | None = None,
+                note: str | None = None) -> None:
+        target = self._target(task)
+        if target is None:
+            return
+        if key is None and target.unavailable is None:
+            try:
+                key = state.loaded().key(target)[0]
+            except (NotReady, Exception):  # a key that cannot be computed is reported as none
+                key = None
+        if seconds is None:
+            seconds = time.monotonic() - self._started.get(task.name, time.monotonic())
+        record = {"address": task.name, "kind": target.kind.name, "outcome": outcome,
+                  "key": key, "seconds": round(seconds, 3)}
+        if note:
+            record["note"] = note
+        self._records[task.name] = record
+
+    def execute_task(self, task):
+        self._started[task.name] = time.monotonic()
+        super().execute_task(task)
+
+    def add_success(self, task):
+        values = getattr(task, "values", None) or {}
+        if "outcome" in values:
+            self._record(task, values["outcome"], values.get("seconds"), values.get("key"))
+        super().add_success(task)
+
+    def add_failure(self, task, fail_info):
+        self._record(task, FAILED)
+        super().add_failure(task, fail_info)
+
+    def skip_uptodate(self, task):
+        target = self._target(task)
+        if target is not None and target.unavailable:
+            self._record(task, SKIPPED, 0.0, note=target.unavailable)
+        else:
+            self._record(task, UP_TO_DATE, 0.0)
+        super().skip_uptodate(task)
+
+    def skip_ignore(self, task):
+        self._record(task, SKIPPED, 0.0, note="ignored")
+        super().skip_ignore(task)
+
+    def complete_run(self):
+        super().complete_run()
+        self._write_run()
+
+    def _write_run(self) -> None:
+        ws = state.loaded()
+        if ws is None or not (self._records or self._started):
+            return
+        for name in self._started:  # started but never finished: interrupted
+            if name not in self._records and self._target_name(name):
+                self._records[name] = {"address": name, "kind": ws.targets_by_name[name].kind.name,
+                                       "outcome": FAILED, "key": None,
+                                       "seconds": round(time.monotonic() - self._started[name], 3),
+                                       "note": "interrupted"}
+        order = {str(t.address): i for i, t in enumerate(ws.order)}
+        targets = sorted(self._records.values(), key=lambda r: order.get(r["address"], 0))
+        write_json_atomic(ws.dist / "run.json", {"lane": ws.settings.lane, "targets": targets})
+
+    def _target_name(self, name: str) -> bool:
+        ws = state.loaded()
+        return ws is not None and name in ws.targets_by_name
+
+    def summary_lines(self) -> list[str]:
+        counts = {o: 0 for o in (BUILT, "restored", UP_TO_DATE, SKIPPED, FAILED)}
+        lines = []
+        for record in self._records.values():
+            counts[record["outcome"]] = counts.get(record["outcome"], 0) + 1
+            if record["outcome"] != UP_TO_DATE:
+                note = f"  ({record['note']})" if record.get("note") else ""
+                seconds = f"{record['seconds']:.1f}s" if record["outcome"] in (BUILT, FAILED, "restored") else ""
+                lines.append(f"  {record['outcome']:<10} {record['address']:<40} {seconds}{note}")
+        total = sum(counts.values())
+        lines.append(f"{total} targets: " + ", ".join(f"{n} {o}" for o, n in counts.items()))
+        return lines
+
+
+class RunReporter(RunRecord, ConsoleReporter):
+    """doit's console output, a summary, and dist/run.json."""
+
+    desc = "console output plus llmbuild's run summary and dist/run.json"
+
+    def skip_uptodate(self, task):
+        target = self._target(task)
+        if target is not None and target.unavailable:
+            self._records.pop(task.name, None)
+            self._record(task, SKIPPED, 0.0, note=target.unavailable)
+            self.write(f"-- skipped {task.name}: {target.unavailable}\n")
+        else:
+            super().skip_uptodate(task)
+
+    def complete_run(self):
+        super().complete_run()
+        ws = state.loaded()
+        if ws is not None and self._records:
+            self.write(f"\nllmbuild ({ws.settings.lane} lane) -> {ws.dist / 'run.json'}\n")
+            self.write("\n".join(self.summary_lines()) + "\n")
+
+
+class JsonRunReporter(RunRecord, JsonReporter):
+    """doit's json reporter that also writes dist/run.json (registered as `--reporter json`)."""

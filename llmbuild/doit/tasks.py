@@ -1,0 +1,84 @@
+"""Task factory: targets become plain doit task dicts with module-level actions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from doit.exceptions import InvalidDodoFile, TaskFailed
+
+from ..core.build import bring_up_to_date
+from ..core.errors import LLMBuildError
+from ..core.settings import find_workspace_root, load_settings, resolve_dir
+from ..core.workspace import Workspace
+from .reporter import RunReporter
+from . import state
+
+
+def _config() -> dict:
+    try:
+        root = find_workspace_root(Path.cwd())
+        dist = resolve_dir(root, load_settings(root).dist)
+    except LLMBuildError as err:
+        raise InvalidDodoFile(str(err)) from None
+    dist.mkdir(parents=True, exist_ok=True)
+    return {"reporter": RunReporter, "backend": "sqlite3",
+            "dep_file": str(dist / ".doit.sqlite3"), "verbosity": 1}
+
+
+DOIT_CONFIG = _config()
+
+
+def run_target(address: str):
+    """doit action: bring one target up to date (build, restore or skip)."""
+    ws = state.workspace()
+    try:
+        result = bring_up_to_date(ws, ws.targets_by_name[address])
+    except LLMBuildError as err:
+        return TaskFailed(str(err))
+    return result.as_values()
+
+
+def target_is_current(address: str) -> bool:
+    """doit uptodate: true when the committed key is linked, or the target is skipped on this lane."""
+    ws = state.workspace()
+    target = ws.targets_by_name[address]
+    return target.unavailable is not None or ws.is_up_to_date(target)
+
+
+def clean_target(address: str) -> None:
+    ws = state.workspace()
+    link = ws.dist_link(ws.targets_by_name[address])
+    if link.is_symlink():
+        link.unlink()
+        print(f"removed {link}")
+
+
+def task_llmbuild():
+    """llmbuild targets"""
+    try:
+        ws = state.workspace()
+    except LLMBuildError as err:
+        raise InvalidDodoFile(str(err)) from None
+    groups: dict[str, list[str]] = {}
+    for target in ws.order:
+        name = str(target.address)
+        doc = target.fields.description or f"{target.kind.name} target"
+        if target.unavailable:
+            doc += f" [skipped: {target.unavailable}]"
+        yield {
+            "basename": name,
+            "doc": doc,
+            "actions": [(run_target, [name])],
+            "task_dep": [str(dep.address) for dep in target.deps.values()],
+            "uptodate": [(target_is_current, [name])],
+            "clean": [(clean_target, [name])],
+        }
+        directory = target.address.directory
+        groups.setdefault(directory, []).append(name)
+        parts = directory.split("/") if directory else []
+        for depth in range(len(parts) + 1):
+            groups.setdefault("/".join(parts[:depth]) + "::", []).append(name)
+    groups.pop("", None)  # root-level targets: "::" already selects everything
+    for group, members in groups.items():
+        yield {"basename": group, "doc": f"every target {'below' if group.endswith('::') else 'in'} "
+               f"{group.removesuffix('::') or 'the workspace'}", "actions": None, "task_dep": members}

@@ -1,0 +1,37 @@
+"""The CPU lane: llmbuild's own stand-ins take the real tools' argv (development and CI)."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import LLMBuildError
+from .base import Toolchain
+
+STAND_INS = {
+    "convert_checkpoint.py:llama": "llmbuild.toolchains.cpu.convert_checkpoint",
+    "quantize.py": "llmbuild.toolchains.cpu.quantize",
+    "trtllm-build": "llmbuild.toolchains.cpu.trtllm_build",
+}
+
+
+def _implementation_digest() -> str:
+    """The stand-ins' own source: a change to them must invalidate what they built."""
+    digest = hashlib.sha256()
+    for path in sorted((Path(__file__).parent / "cpu").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()
+
+
+class CpuToolchain(Toolchain):
+    lane = "cpu"
+
+    def _identity(self) -> dict[str, Any]:
+        return {"implementation": _implementation_digest()}
+
+    def program(self, tool: str) -> list[str]:
+        if tool not in STAND_INS:
+            raise LLMBuildError(f"the CPU lane has no stand-in for {tool}")
+        return [sys.executable, "-m", STAND_INS[tool]]

@@ -1,0 +1,122 @@
+"""Shared fixtures: tiny real models, throwaway workspaces, and a `doit` runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_HF = REPO / "models" / "tiny-llama" / "hf"
+MAKE_TINY = REPO / "models" / "tiny-llama" / "make_tiny_llama.py"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> list[Path]:
+    """Three tiny real Llamas with different weights (seed 0 is the committed one)."""
+    root = tmp_path_factory.mktemp("hf")
+    models = [TINY_HF]
+    for seed in (1, 2):
+        out = root / f"seed{seed}"
+        subprocess.run([sys.executable, str(MAKE_TINY), "--out", str(out), "--seed", str(seed)],
+                       check=True, capture_output=True)
+        models.append(out)
+    return models
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    outcomes: dict[str, str]
+    keys: dict[str, str | None]
+    records: list[dict]
+
+    def built(self) -> set[str]:
+        return {a for a, o in self.outcomes.items() if o == "built"}
+
+    def with_outcome(self, outcome: str) -> set[str]:
+        return {a for a, o in self.outcomes.items() if o == outcome}
+
+
+class Workspace:
+    """A throwaway llmbuild workspace on disk, driven through the real `doit` CLI."""
+
+    def __init__(self, root: Path, cache: Path):
+        self.root = root
+        self.cache = cache
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "dodo.py").write_text((REPO / "dodo.py").read_text())
+        self.write_pyproject()
+
+    def write_pyproject(self, extra: str = "") -> None:
+        (self.root / "pyproject.toml").write_text(textwrap.dedent(f"""\
+            [tool.llmbuild]
+            build_roots = ["models"]
+            cache = "{self.cache}"
+            lane = "cpu"
+            {extra}
+            """))
+
+    def write(self, relative: str, text: str) -> Path:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def add_model(self, name: str, hf: Path, build_toml: str | None = None) -> Path:
+        directory = self.root / "models" / name
+        shutil.copytree(hf, directory / "hf", dirs_exist_ok=True)
+        self.write(f"models/{name}/BUILD.toml", build_toml or """\
+            [checkpoint.checkpoint]
+            source = "hf"
+
+            [engine.engine]
+            checkpoint = ":checkpoint"
+            max_batch_size = 4
+            max_input_len = 64
+            max_seq_len = 96
+            """)
+        return directory
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMBUILD_")}
+        env.update(extra)
+        return env
+
+    def doit(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
+             timeout: float = 600) -> Run:
+        proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=self.root,
+                              capture_output=True, text=True, env=env or self.env(), timeout=timeout)
+        run_json = self.root / "dist" / "run.json"
+        records = json.loads(run_json.read_text())["targets"] if run_json.exists() else []
+        run = Run(proc.returncode, proc.stdout, proc.stderr,
+                  {r["address"]: r["outcome"] for r in records},
+                  {r["address"]: r["key"] for r in records}, records)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"doit {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return run
+
+    def llmbuild(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "llmbuild", *args], cwd=self.root,
+                              capture_output=True, text=True, env=self.env(), timeout=300)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"llmbuild {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+
+@pytest.fixture
+def make_workspace(tmp_path):
+    """Factory: make_workspace(name="ws", cache=None) -> Workspace (cache shared if given)."""
+    def make(name: str = "ws", cache: Path | None = None) -> Workspace:
+        return Workspace(tmp_path / name, cache or tmp_path / "cache")
+    return make
