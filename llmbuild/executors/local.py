@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -19,7 +20,8 @@ def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str
         log.write(("$ " + " ".join(argv) + "\n").encode())
         log.flush()
         process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=die_with_parent)
         try:
             assert process.stdout is not None
             for line in process.stdout:
@@ -34,6 +36,17 @@ def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str
     if returncode != 0:
         raise BuildFailed(f"{Path(argv[0]).name if len(argv) == 1 else ' '.join(argv[:3])} "
                           f"exited with status {returncode}")
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child: get SIGKILL when the process that started us dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the process-group kill on exit still applies
+        pass
 
 
 def _kill_group(process: subprocess.Popen) -> None:

@@ -16,12 +16,11 @@ class HostToolchain(Toolchain):
         return {"executor": "host"}
 
     def program(self, tool: str) -> list[str]:
-        if not flags.has_tool(tool, self.trtllm_version):
-            flags.check_flag(tool, self.trtllm_version, "")
-        script = flags.script_path(tool, self.trtllm_version)
+        try:
+            script = flags.script_path(tool, self.trtllm_version)
+        except flags.FlagError as err:
+            raise LLMBuildError(str(err)) from None
         if script is None:  # a console script such as trtllm-build
             return [tool]
-        if not script.endswith(".py"):
-            raise LLMBuildError(f"unexpected script for {tool}: {script}")
         host = self.ws.settings.host
         return [host.python, f"{host.trtllm_root.rstrip('/')}/{script}"]

@@ -1,0 +1,73 @@
+"""`llmbuild plan`: the exact commands, on either lane, without running anything."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+from llmbuild.toolchains.trtllm import flags
+
+SEED_CONVERT = ["--model_dir", "/data/hf/mixtral-8x7b-instruct-v01", "--output_dir", "OUT",
+                "--dtype", "float16", "--tp_size", "2", "--moe_tp_size", "2"]
+SEED_BUILD = ["--checkpoint_dir", "CKPT", "--output_dir", "OUT", "--gemm_plugin", "float16",
+              "--max_batch_size", "128", "--max_num_tokens", "13000", "--use_paged_context_fmha", "enable"]
+
+
+def _plan(*args: str) -> list[dict]:
+    proc = subprocess.run([sys.executable, "-m", "llmbuild", "plan", "--json", *args], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)
+
+
+def _flag_pairs(argv: list[str]) -> dict[str, str]:
+    """{--flag: value} for every flag, with the path-valued flags' values ignored."""
+    pairs, i = {}, 0
+    while i < len(argv):
+        flag = argv[i]
+        assert flag.startswith("--"), argv
+        value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else ""
+        pairs[flag] = "PATH" if flag in ("--model_dir", "--output_dir", "--checkpoint_dir") else value
+        i += 2 if value else 1
+    return pairs
+
+
+def test_mixtral_plan_is_the_seed_commands_plus_lora():
+    plan = {entry["address"]: entry for entry in _plan("models/mixtral-8x7b")}
+    ckpt, engine = plan["models/mixtral-8x7b:ckpt"], plan["models/mixtral-8x7b:tp2"]
+    assert ckpt["lane"] == engine["lane"] == "gpu"
+    convert = ckpt["steps"][0]["argv"]
+    assert convert[:2] == ["python3", "/app/tensorrt_llm/examples/llama/convert_checkpoint.py"]
+    assert _flag_pairs(convert[2:]) == _flag_pairs(SEED_CONVERT)
+    assert convert[convert.index("--model_dir") + 1] == "/data/hf/mixtral-8x7b-instruct-v01"
+    build = engine["steps"][0]["argv"]
+    assert build[0] == "trtllm-build"
+    expected = _flag_pairs(SEED_BUILD) | {"--lora_plugin": "float16", "--max_lora_rank": "32"}
+    assert _flag_pairs(build[1:]) == expected
+    assert engine["steps"][0]["gpus"] == 2
+    # The checkpoint the engine reads is the checkpoint target's output.
+    assert build[build.index("--checkpoint_dir") + 1] == convert[convert.index("--output_dir") + 1]
+    version = engine["trtllm_version"]
+    flags.parse_argv("convert_checkpoint.py:llama", version, convert[2:])
+    flags.parse_argv("trtllm-build", version, build[1:])
+
+
+def test_cpu_lane_plan_runs_the_stand_ins_with_the_same_argv():
+    cpu = {e["address"]: e for e in _plan("models/tiny-llama")}
+    gpu = {e["address"]: e for e in _plan("--lane", "gpu", "models/tiny-llama")}
+    for address in ("models/tiny-llama:checkpoint", "models/tiny-llama:engine"):
+        cpu_step, gpu_step = cpu[address]["steps"][0], gpu[address]["steps"][0]
+        assert cpu[address]["lane"] == "cpu" and gpu[address]["lane"] == "gpu"
+        assert cpu_step["program"][1:3] == ["-m", cpu_step["program"][2]]
+        assert cpu_step["program"][2].startswith("llmbuild.toolchains.cpu.")
+        n_cpu, n_gpu = len(cpu_step["program"]), len(gpu_step["program"])
+        assert cpu_step["argv"][n_cpu:] == gpu_step["argv"][n_gpu:]
+
+
+def test_plan_of_a_skipped_target_says_so():
+    proc = subprocess.run([sys.executable, "-m", "llmbuild", "plan", "models/mixtral-8x7b:ckpt"],
+                          cwd=REPO, capture_output=True, text=True, check=True)
+    assert "skipped on the active lane" in proc.stdout
+    assert "convert_checkpoint.py --model_dir /data/hf/mixtral-8x7b-instruct-v01" in proc.stdout
