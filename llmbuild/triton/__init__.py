@@ -1,0 +1,1 @@
+"""Triton model repositories and the CPU Triton Inference Server."""
