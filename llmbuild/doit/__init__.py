@@ -4,8 +4,20 @@
 
 which gives doit one task per target (named by its address), one per directory
 (`models/x`) and one per subtree (`models/::`), plus llmbuild's run reporter.
+Nothing is loaded until doit imports the dodo file, so a bad workspace is
+reported by doit as one line, and `--reporter json` can import this package.
 """
 
-from .tasks import DOIT_CONFIG, task_llmbuild
-
 __all__ = ["DOIT_CONFIG", "task_llmbuild"]
+
+
+def __getattr__(name: str):
+    if name == "DOIT_CONFIG":
+        from .tasks import doit_config
+
+        return doit_config()
+    if name == "task_llmbuild":
+        from .tasks import task_llmbuild
+
+        return task_llmbuild
+    raise AttributeError(name)

@@ -14,7 +14,7 @@ from .reporter import RunReporter
 from . import state
 
 
-def _config() -> dict:
+def doit_config() -> dict:
     try:
         root = find_workspace_root(Path.cwd())
         dist = resolve_dir(root, load_settings(root).dist)
@@ -24,8 +24,6 @@ def _config() -> dict:
     return {"reporter": RunReporter, "backend": "sqlite3",
             "dep_file": str(dist / ".doit.sqlite3"), "verbosity": 1}
 
-
-DOIT_CONFIG = _config()
 
 
 def run_target(address: str):

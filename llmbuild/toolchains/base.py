@@ -62,6 +62,18 @@ class Toolchain(ABC):
         run_logged(self.command(step, ctx.paths(step)), cwd=ctx.work, log_path=ctx.log,
                    env=self.environment(), label=str(ctx.target.address))
 
+    def serving_unavailable(self) -> str | None:
+        """Why this toolchain cannot run Triton, or None."""
+        return f"serving on the {self.lane} lane needs the container toolchain"
+
+    def serve(self, repository: Path, *, log_path: Path, progress=print):
+        """A context manager running Triton on `repository`; yields an object with `http_url`."""
+        raise NotImplementedError
+
+    def server_identity(self) -> dict[str, Any]:
+        """What enters the key of a step that serves (the Triton build used)."""
+        return {}
+
     def describe(self, step: Step, paths: dict[PathArg, Path]) -> dict[str, Any]:
         """What `llmbuild plan` shows for a step."""
         return {"lane": self.lane, "tool": step.tool, "program": self.program(step.tool),

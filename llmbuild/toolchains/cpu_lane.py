@@ -31,6 +31,22 @@ class CpuToolchain(Toolchain):
     def _identity(self) -> dict[str, Any]:
         return {"implementation": _implementation_digest()}
 
+    def serving_unavailable(self) -> str | None:
+        return None
+
+    def serve(self, repository: Path, *, log_path: Path, progress=print):
+        """The real Triton from the nvidia-pytriton wheel, installed under the cache on first use."""
+        from ..triton.cpu_env import ensure_cpu_triton
+        from ..triton.server import TritonServer
+
+        env = ensure_cpu_triton(self.ws.cache.root / "toolchains", progress=progress)
+        return TritonServer(repository, env, log_path=log_path)
+
+    def server_identity(self) -> dict[str, Any]:
+        from ..triton.cpu_env import TRITON_VERSION
+
+        return {"tritonserver": TRITON_VERSION}
+
     def program(self, tool: str) -> list[str]:
         if tool not in STAND_INS:
             raise LLMBuildError(f"the CPU lane has no stand-in for {tool}")

@@ -1,0 +1,152 @@
+"""`smoke`: start Triton on a repository and check that generation works end to end.
+
+Its output is a small JSON report (and Triton's log). It reruns whenever the
+repository's output or the requests change; otherwise it is restored like any
+other target.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from ..core.errors import LLMBuildError
+from ..core.steps import Plan
+from ..core.target import FieldGroup, Kind, Ref, TargetFields, register
+
+Endpoint = Literal["ensemble", "tensorrt_llm_bls"]
+
+
+class RequestFields(FieldGroup):
+    """One request to `/v2/models/<endpoint>/generate` and what its answer must satisfy."""
+
+    prompt: str | None = Field(None, description="text_input")
+    max_tokens: PositiveInt = Field(20, description="max_tokens: the answer may not hold more tokens")
+    bad_words: str = Field("", description="bad_words: comma-separated phrases never generated")
+    stop_words: str = Field("", description="stop_words: comma-separated phrases that end generation")
+    stream: bool = Field(False, description="Use /generate_stream (needs a decoupled repository).")
+    endpoint: Endpoint | None = Field(None, description="Model to call (default: the repository's entrypoint).")
+    expect_status: int = Field(200, description="HTTP status the answer must have.")
+    expect_substring: str | None = Field(None, description="Text the answer must contain.")
+    expect_text: str | None = Field(None, description="Exact answer text (deterministic models).")
+    expect_error: str | None = Field(None, description="For a request that must be refused: text of the error.")
+
+
+class Request(RequestFields):
+    prompt: str = Field(description="text_input")
+
+
+class SmokeFields(TargetFields, RequestFields):
+    repository: Annotated[str, Ref("repository")] = Field(description="The repository target to serve.")
+    requests: list[Request] = Field(default_factory=list, description="More requests, each a table.")
+
+    @model_validator(mode="after")
+    def _some_request(self):
+        if self.prompt is None and not self.requests:
+            raise ValueError("give a prompt (or a list of requests)")
+        return self
+
+    def all_requests(self) -> list[RequestFields]:
+        return ([RequestFields.model_validate(self.model_dump(include=set(RequestFields.model_fields)))]
+                if self.prompt is not None else []) + list(self.requests)
+
+
+def _token_counter(tokenizer_dir: Path):
+    """Counts tokens of an answer with the served tokenizer (tokenizers' fast path when possible)."""
+    tokenizer_json = tokenizer_dir / "tokenizer.json"
+    if tokenizer_json.is_file():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+    from transformers import AutoTokenizer
+
+    auto = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    return lambda text: len(auto.encode(text, add_special_tokens=False))
+
+
+def check_answer(request: RequestFields, status: int, text: str, error: str | None,
+                 tokens: int | None) -> list[str]:
+    """The failed checks, as sentences ([] when the answer is what the target declares)."""
+    failures = []
+    if status != request.expect_status:
+        failures.append(f"HTTP {status}, expected {request.expect_status}" + (f": {error}" if error else ""))
+    if request.expect_error is not None:
+        if request.expect_error not in (error or ""):
+            failures.append(f"expected an error containing {request.expect_error!r}, got {error or text!r}")
+        return failures
+    if status == 200:
+        if not text.strip():
+            failures.append("empty text_output")
+        if tokens is not None and tokens > request.max_tokens:
+            failures.append(f"{tokens} tokens, more than max_tokens {request.max_tokens}")
+        if request.expect_substring is not None and request.expect_substring not in text:
+            failures.append(f"text does not contain {request.expect_substring!r}: {text!r}")
+        if request.expect_text is not None and text != request.expect_text:
+            failures.append(f"text is {text!r}, expected {request.expect_text!r}")
+    return failures
+
+
+@register
+class Smoke(Kind):
+    name = "smoke"
+    Fields = SmokeFields
+    help = "Serve a repository with Triton and check /generate answers."
+
+    def unavailable(self, target, ws):
+        return ws.toolchain.serving_unavailable()
+
+    def check(self, target, ws):
+        repository = ws.facts(target.dep("repository"))
+        for index, request in enumerate(target.fields.all_requests()):
+            key = "stream" if index == 0 and target.fields.prompt is not None else f"requests[{index}].stream"
+            if request.stream and not repository["decoupled"]:
+                raise target.error(
+                    f"streaming needs a decoupled repository, but {target.dep('repository').address} "
+                    f"has decoupled = false", key=key)
+
+    def plan(self, target, ws):
+        repository = ws.facts(target.dep("repository"))
+        requests = [r.model_dump() for r in target.fields.all_requests()]
+        for request in requests:
+            request["endpoint"] = request["endpoint"] or repository["entrypoint"]
+        return Plan(params={"requests": requests}, extra_identity=ws.toolchain.server_identity())
+
+    def run(self, target, ctx):
+        repository = ctx.dep_out("repository")
+        count_tokens = _token_counter(repository / "preprocessing" / "1" / "tokenizer")
+        results, failed = [], []
+        with ctx.ws.toolchain.serve(repository, log_path=ctx.out / "triton.log",
+                                    progress=lambda line: _say(target, line)) as server:
+            from ..triton.client import generate
+
+            for request in ctx.plan.params["requests"]:
+                spec = RequestFields.model_validate(request)
+                payload = {"text_input": spec.prompt, "max_tokens": spec.max_tokens,
+                           "bad_words": spec.bad_words, "stop_words": spec.stop_words}
+                if spec.stream:
+                    payload["stream"] = True
+                answer = generate(server.http_url, request["endpoint"], payload, stream=spec.stream)
+                tokens = count_tokens(answer.text) if answer.status == 200 else None
+                problems = check_answer(spec, answer.status, answer.text, answer.error, tokens)
+                results.append({"endpoint": request["endpoint"], "prompt": spec.prompt,
+                                "stream": spec.stream, "status": answer.status, "text": answer.text,
+                                "error": answer.error, "tokens": tokens,
+                                "latency_ms": round(answer.seconds * 1000, 1), "ok": not problems,
+                                "problems": problems})
+                _say(target, f"{request['endpoint']}{' (stream)' if spec.stream else ''} "
+                     f"{spec.prompt!r} -> {answer.text or answer.error!r} "
+                     f"[{tokens} tokens, {answer.seconds * 1000:.0f} ms] {'ok' if not problems else 'FAILED'}")
+                failed += [f"request {len(results)}: {p}" for p in problems]
+        report = {"lane": ctx.ws.settings.lane, "passed": not failed, "requests": results}
+        (ctx.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        if failed:
+            raise LLMBuildError("smoke checks failed: " + "; ".join(failed))
+
+
+def _say(target, line: str) -> None:
+    print(f"[{target.address}] {line}", file=sys.stderr, flush=True)
