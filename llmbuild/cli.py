@@ -1,6 +1,7 @@
 """`llmbuild`: look at what doit would do, without doing it.
 
     llmbuild plan [--json] [--lane cpu|gpu] [SPEC...]   the steps (lane, program, argv) of each target
+    llmbuild render ADDRESS --out DIR [--lane cpu|gpu] the files a repository target would produce
 """
 
 from __future__ import annotations
@@ -72,6 +73,22 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_render(args) -> int:
+    ws = _load(args)
+    target = ws.target(args.address)
+    if target.unavailable and ws.settings.lane not in target.fields.lanes:
+        raise LLMBuildError(f"{target.address} is declared for the {'/'.join(target.fields.lanes)} "
+                            f"lane; render it with --lane {target.fields.lanes[0]}")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise LLMBuildError(f"{out} is not empty")
+    target.kind.render(target, ws, out)
+    print(f"rendered {target.address} ({ws.settings.lane} lane) into {out}")
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        print(f"  {path.relative_to(out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmbuild",
@@ -86,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.add_argument("--lane", choices=["cpu", "gpu"], help="plan for this lane instead of the active one")
     plan.set_defaults(func=cmd_plan)
+
+    render = sub.add_parser("render", help="write the files a repository target would produce, "
+                            "without building anything (for reviewing a change)",
+                            description="Generate a repository target's config.pbtxt and model "
+                            "files from its engine's declared build settings. The engine and "
+                            "tokenizer are not copied (nothing is built).")
+    render.add_argument("address", metavar="ADDRESS")
+    render.add_argument("--out", required=True, help="directory to write (must be empty or absent)")
+    render.add_argument("--lane", choices=["cpu", "gpu"], help="render for this lane")
+    render.set_defaults(func=cmd_render)
     return parser
 
 

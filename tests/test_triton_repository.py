@@ -575,10 +575,11 @@ class _FakeEngine:
         assert Path(engine_dir, "config.json").is_file()
         return cls()
 
-    def generate(self, input_ids, max_new_tokens, *, end_id, pad_id, bad_words, stop_words, on_token=None):
+    def generate(self, input_ids, max_new_tokens, *, end_id, pad_id, bad_words, stop_words, on_token=None,
+                 clamp_to_max_seq_len=False, return_log_probs=False):
         self.calls.append(dict(input_ids=input_ids, max_new_tokens=max_new_tokens, end_id=end_id,
                                pad_id=pad_id, bad_words=bad_words, stop_words=stop_words))
-        out = []
+        out, log_probs = [], []
         for row, n in enumerate(max_new_tokens):
             tokens = []
             for i in range(n):
@@ -587,9 +588,10 @@ class _FakeEngine:
                     break
                 tokens.append(token)
                 if on_token is not None:
-                    on_token(row, token)
+                    on_token(row, token, *([-0.5] if return_log_probs else []))
             out.append(tokens)
-        return out
+            log_probs.append([-0.5] * len(tokens))
+        return (out, log_probs) if return_log_probs else out
 
 
 def test_fake_engine_matches_the_runtime():

@@ -80,3 +80,11 @@ class DigestCache:
 def digest_of_listing(files: dict[str, str]) -> str:
     lines = "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
     return f"{ALGORITHM}:" + hashlib.sha256(lines.encode()).hexdigest()
+
+
+def code_digest(*paths: Path) -> str:
+    """Digest of our own generator/tool sources: a change to them must invalidate their outputs."""
+    digest = hashlib.sha256()
+    for path in sorted(p for root in paths for p in (sorted(root.rglob("*.py")) if root.is_dir() else [root])):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{ALGORITHM}:" + digest.hexdigest()

@@ -70,6 +70,15 @@ class Kind:
     def check(self, target: Target, ws: Workspace) -> None:
         """Validate against sources and dependencies before anything runs."""
 
+    def derived_sources(self, target: Target, ws: Workspace) -> dict[str, Path]:
+        """Sources that default to something a dependency knows (e.g. its tokenizer)."""
+        return {}
+
+    def render(self, target: Target, ws: Workspace, out: Path) -> None:
+        """Write what the target would produce, from declared settings only (`llmbuild render`)."""
+        raise LLMBuildError(f"{target.address} is a {self.name} target; only targets whose "
+                            f"output can be generated without building can be rendered")
+
     def facts(self, target: Target, ws: Workspace) -> dict[str, Any]:
         """What dependents may read about this target before it is built (e.g. an engine's
         declared build config). Dependents read facts, never another kind's module."""

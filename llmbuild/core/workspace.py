@@ -63,6 +63,7 @@ class Workspace:
         for target in self.order:
             self._resolve_sources(target)
             target.unavailable = self._unavailable(target)
+            target.sources.update(target.kind.derived_sources(target, self))
         for target in self.order:
             if target.unavailable is None:
                 if verify_sources:

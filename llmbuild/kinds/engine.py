@@ -93,11 +93,6 @@ FLAG_FIELDS = (
 )
 
 
-def _effective(version: str, declared: dict[str, Any], flag: str) -> Any:
-    value = declared.get(flag)
-    return flags.default(TOOL, version, flag) if value is None else value
-
-
 @register
 class Engine(Kind):
     name = "engine"
@@ -116,37 +111,54 @@ class Engine(Kind):
         return values
 
     def facts(self, target, ws):
-        """The build limits the engine is declared with (version defaults filled in), so a
-        repository can be generated and checked before the engine exists."""
+        """The engine's config.json as declared (version defaults filled in), so a repository
+        can be generated and checked before the engine exists; and where its tokenizer is."""
         version = ws.toolchain.trtllm_version
         checkpoint = ws.facts(target.dep("checkpoint"))
         declared = self._values(target, ws)
-        model = checkpoint["model"]
-        max_seq_len = declared.get("max_seq_len") or model.get("max_position_embeddings")
+
+        def effective(flag: str) -> Any:
+            value = declared.get(flag)
+            return flags.default(TOOL, version, flag) if value is None else value
+
+        def enabled(flag: str) -> bool:
+            return effective(flag) in (True, "enable")
+
+        gather_all = declared["gather_all_token_logits"]
+        lora = target.fields.lora
         return {
-            "max_batch_size": _effective(version, declared, "max_batch_size"),
-            "max_input_len": _effective(version, declared, "max_input_len"),
-            "max_seq_len": max_seq_len,
-            "max_beam_width": _effective(version, declared, "max_beam_width"),
-            "max_num_tokens": _effective(version, declared, "max_num_tokens"),
-            "use_paged_context_fmha": _effective(version, declared, "use_paged_context_fmha"),
-            "kv_cache_type": declared.get("kv_cache_type") or "paged",
-            "gather_context_logits": bool(declared["gather_context_logits"] or declared["gather_all_token_logits"]),
-            "gather_generation_logits": bool(declared["gather_generation_logits"] or declared["gather_all_token_logits"]),
-            "lora": None if target.fields.lora is None else {
-                "max_rank": target.fields.lora.max_rank,
-                "target_modules": target.fields.lora.target_modules},
-            "dtype": checkpoint["dtype"],
-            "tp_size": checkpoint["tp_size"], "pp_size": checkpoint["pp_size"],
+            "tokenizer_dir": checkpoint["source_dir"],
             "world_size": checkpoint["world_size"],
+            "config": {
+                "version": version,
+                "pretrained_config": {
+                    "dtype": checkpoint["dtype"],
+                    "mapping": {"world_size": checkpoint["world_size"], "tp_size": checkpoint["tp_size"],
+                                "pp_size": checkpoint["pp_size"]}},
+                "build_config": {
+                    "max_batch_size": effective("max_batch_size"),
+                    "max_input_len": effective("max_input_len"),
+                    "max_seq_len": declared.get("max_seq_len")
+                    or checkpoint["model"].get("max_position_embeddings"),
+                    "max_beam_width": effective("max_beam_width"),
+                    "max_num_tokens": effective("max_num_tokens"),
+                    "kv_cache_type": (declared.get("kv_cache_type") or "paged").upper(),
+                    "gather_context_logits": bool(declared["gather_context_logits"] or gather_all),
+                    "gather_generation_logits": bool(declared["gather_generation_logits"] or gather_all),
+                    "plugin_config": {"use_paged_context_fmha": enabled("use_paged_context_fmha"),
+                                      "lora_plugin": declared.get("lora_plugin")},
+                    "lora_config": None if lora is None else {
+                        "max_lora_rank": lora.max_rank, "lora_target_modules": lora.target_modules},
+                },
+            },
         }
 
     def check(self, target, ws):
         f: EngineFields = target.fields
-        facts = ws.facts(target)
-        if facts["max_seq_len"] and facts["max_input_len"] > facts["max_seq_len"]:
-            raise target.error(f"max_input_len ({facts['max_input_len']}) exceeds max_seq_len "
-                               f"({facts['max_seq_len']}{'' if f.max_seq_len else ', the model max_position_embeddings'})",
+        build = ws.facts(target)["config"]["build_config"]
+        if build["max_seq_len"] and build["max_input_len"] > build["max_seq_len"]:
+            raise target.error(f"max_input_len ({build['max_input_len']}) exceeds max_seq_len "
+                               f"({build['max_seq_len']}{'' if f.max_seq_len else ', the model max_position_embeddings'})",
                                key="max_input_len")
         if f.lora and f.lora.target_modules:
             known = flags.lora_target_modules(ws.toolchain.trtllm_version)

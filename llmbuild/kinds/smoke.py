@@ -127,11 +127,14 @@ class Smoke(Kind):
             for request in ctx.plan.params["requests"]:
                 spec = RequestFields.model_validate(request)
                 payload = {"text_input": spec.prompt, "max_tokens": spec.max_tokens,
-                           "bad_words": spec.bad_words, "stop_words": spec.stop_words}
+                           "bad_words": spec.bad_words, "stop_words": spec.stop_words,
+                           "return_log_probs": True}  # one log prob per generated token: the count
                 if spec.stream:
                     payload["stream"] = True
                 answer = generate(server.http_url, request["endpoint"], payload, stream=spec.stream)
-                tokens = count_tokens(answer.text) if answer.status == 200 else None
+                tokens = answer.generated_tokens
+                if tokens is None and answer.status == 200:
+                    tokens = count_tokens(answer.text)
                 problems = check_answer(spec, answer.status, answer.text, answer.error, tokens)
                 results.append({"endpoint": request["endpoint"], "prompt": spec.prompt,
                                 "stream": spec.stream, "status": answer.status, "text": answer.text,

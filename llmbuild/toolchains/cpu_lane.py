@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..core.digests import code_digest
 from ..core.errors import LLMBuildError
 from .base import Toolchain
 
@@ -17,19 +17,11 @@ STAND_INS = {
 }
 
 
-def _implementation_digest() -> str:
-    """The stand-ins' own source: a change to them must invalidate what they built."""
-    digest = hashlib.sha256()
-    for path in sorted((Path(__file__).parent / "cpu").glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return "sha256:" + digest.hexdigest()
-
-
 class CpuToolchain(Toolchain):
     lane = "cpu"
 
     def _identity(self) -> dict[str, Any]:
-        return {"implementation": _implementation_digest()}
+        return {"implementation": code_digest(Path(__file__).parent / "cpu")}
 
     def serving_unavailable(self) -> str | None:
         return None

@@ -24,6 +24,13 @@ class GenerateResult:
         return str(self.body.get("text_output", ""))
 
     @property
+    def generated_tokens(self) -> int | None:
+        """New tokens, counted from output_log_probs (one per token) when the server sent them."""
+        bodies = self.events or [self.body]
+        counts = [_count(b["output_log_probs"]) for b in bodies if "output_log_probs" in b]
+        return sum(counts) if counts else None
+
+    @property
     def error(self) -> str | None:
         return self.body.get("error")
 
@@ -49,6 +56,10 @@ def generate(http_url: str, model: str, payload: dict[str, Any], *, stream: bool
     errors = [e for e in events if "error" in e]
     last = errors[0] if errors else (events[-1] if events else {})
     return GenerateResult(response.status, last, events, seconds)
+
+
+def _count(value: Any) -> int:
+    return sum(_count(v) for v in value) if isinstance(value, list) else 1
 
 
 def _json(text: str) -> dict[str, Any]:

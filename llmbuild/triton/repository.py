@@ -64,6 +64,16 @@ def _tokenizer_files(tokenizer_dir: Path) -> list[Path]:
     ]
 
 
+def _checked_tokenizer_files(tokenizer_dir: Path) -> list[Path]:
+    if not tokenizer_dir.is_dir():
+        raise RepositoryError(f"model 'preprocessing': tokenizer directory {tokenizer_dir} does not exist")
+    files = _tokenizer_files(tokenizer_dir)
+    if not any(f.name.startswith("tokenizer") or f.name in ("vocab.json", "vocab.txt") for f in files):
+        raise RepositoryError(
+            f"model 'preprocessing': {tokenizer_dir} holds no tokenizer files (tokenizer.json, tokenizer_config.json, ...)")
+    return files
+
+
 def _write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
     os.chmod(path, _FILE_MODE)
@@ -125,8 +135,8 @@ def write_repository(
     out_dir: Path,
     configs: Mapping[str, ModelConfig],
     *,
-    engine_dir: Path,
-    tokenizer_dir: Path,
+    engine_dir: Path | None,
+    tokenizer_dir: Path | None,
     lane: Literal["cpu", "gpu"],
 ) -> None:
     """Write the five models of ``configs`` (from :func:`~llmbuild.triton.configs.build_configs`) to ``out_dir``.
@@ -134,11 +144,10 @@ def write_repository(
     ``out_dir`` must not exist or be empty. The engine's files are hard-linked
     into ``tensorrt_llm/1/engine/`` (copied across devices); the tokenizer's
     files are copied into ``preprocessing/1/tokenizer/``. On the CPU lane the
-    tensorrt_llm model is our Python model plus the CPU runtime.
+    tensorrt_llm model is our Python model plus the CPU runtime. Without an
+    engine and tokenizer (``llmbuild render``) only configs and code are written.
     """
     out_dir = Path(out_dir)
-    engine_dir = Path(engine_dir)
-    tokenizer_dir = Path(tokenizer_dir)
     if lane not in ("cpu", "gpu"):
         raise RepositoryError(f"lane must be 'cpu' or 'gpu', got {lane!r}")
     check_wiring(configs)
@@ -148,15 +157,11 @@ def write_repository(
         raise RepositoryError(
             f"model 'tensorrt_llm': backend is '{llm.backend}' but the {lane} lane needs '{want_backend}' "
             f"(build the configs with lane='{lane}')")
-    if not (engine_dir / "config.json").is_file():
-        raise RepositoryError(f"model 'tensorrt_llm': engine directory {engine_dir} has no config.json")
-    _check_engine_matches(configs, engine_dir)
-    if not tokenizer_dir.is_dir():
-        raise RepositoryError(f"model 'preprocessing': tokenizer directory {tokenizer_dir} does not exist")
-    tokenizer_files = _tokenizer_files(tokenizer_dir)
-    if not any(f.name.startswith("tokenizer") or f.name in ("vocab.json", "vocab.txt") for f in tokenizer_files):
-        raise RepositoryError(
-            f"model 'preprocessing': {tokenizer_dir} holds no tokenizer files (tokenizer.json, tokenizer_config.json, ...)")
+    if engine_dir is not None:
+        if not (engine_dir / "config.json").is_file():
+            raise RepositoryError(f"model 'tensorrt_llm': engine directory {engine_dir} has no config.json")
+        _check_engine_matches(configs, engine_dir)
+    tokenizer_files = [] if tokenizer_dir is None else _checked_tokenizer_files(tokenizer_dir)
     if lane == "cpu" and not CPU_RUNTIME_SOURCE.is_file():
         raise RepositoryError(f"model 'tensorrt_llm': the CPU runtime {CPU_RUNTIME_SOURCE} is missing")
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -170,11 +175,13 @@ def write_repository(
         if name in MODEL_SOURCES:
             _copy(MODELS_SOURCE / MODEL_SOURCES[name], model_dir / "1" / "model.py")
 
-    _place_tree(engine_dir, out_dir / ENGINE_DIR, link=True)
-    tok_out = out_dir / TOKENIZER_DIR
-    _mkdir(tok_out)
-    for path in tokenizer_files:
-        _copy(path, tok_out / path.name)
+    if engine_dir is not None:
+        _place_tree(engine_dir, out_dir / ENGINE_DIR, link=True)
+    if tokenizer_dir is not None:
+        tok_out = out_dir / TOKENIZER_DIR
+        _mkdir(tok_out)
+        for path in tokenizer_files:
+            _copy(path, tok_out / path.name)
     if lane == "cpu":
         _copy(MODELS_SOURCE / CPU_LLM_SOURCE, out_dir / "tensorrt_llm" / "1" / "model.py")
         _copy(CPU_RUNTIME_SOURCE, out_dir / "tensorrt_llm" / "1" / CPU_RUNTIME_NAME)

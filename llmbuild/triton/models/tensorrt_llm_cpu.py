@@ -165,7 +165,8 @@ class TritonPythonModel:
             values = _scalars(request, name, batch)
             if values is not None and any(int(v) > 1 for v in values):
                 raise _RequestError(f"{name} > 1 is not supported by the CPU lane (greedy decoding only)")
-        for name in ("return_log_probs", "return_context_logits", "return_generation_logits"):
+        log_probs = _scalars(request, "return_log_probs", batch)
+        for name in ("return_context_logits", "return_generation_logits"):
             values = _scalars(request, name, batch)
             if values is not None and any(values):
                 raise _RequestError(f"{name} is not supported by the CPU lane")
@@ -201,6 +202,7 @@ class TritonPythonModel:
             "pad_id": None if pad_ids is None else [int(v) for v in pad_ids],
             "bad_words": _word_lists(request, "bad_words_list", batch),
             "stop_words": _word_lists(request, "stop_words_list", batch),
+            "log_probs": bool(log_probs is not None and any(log_probs)),
         }
 
     def _generate(self, req, on_token=None):
@@ -215,9 +217,9 @@ class TritonPythonModel:
         for rows in groups:
             callback = None
             if on_token is not None:
-                callback = (lambda i, token, rows=rows: on_token(rows[i], token))
+                callback = (lambda i, token, log_prob, rows=rows: on_token(rows[i], token, log_prob))
             try:
-                out = self.engine.generate(
+                out, log_probs = self.engine.generate(
                     [req["prompts"][r] for r in rows],
                     [req["max_new"][r] for r in rows],
                     end_id=None if end_ids is None else end_ids[rows[0]],
@@ -225,19 +227,24 @@ class TritonPythonModel:
                     bad_words=[req["bad_words"][r] for r in rows],
                     stop_words=[req["stop_words"][r] for r in rows],
                     on_token=callback,
+                    return_log_probs=True,
                 )
             except runtime.EngineLimitError as e:
                 raise _RequestError(str(e)) from None
-            for r, tokens in zip(rows, out):
-                results[r] = [int(t) for t in tokens]
+            for r, tokens, probs in zip(rows, out, log_probs):
+                results[r] = ([int(t) for t in tokens], probs)
         return results
 
     @staticmethod
-    def _response(tokens, batch_index=None):
+    def _response(tokens, batch_index=None, log_probs=None):
         out = [
             pb_utils.Tensor("output_ids", np.asarray(tokens, dtype=np.int32).reshape(1, 1, len(tokens))),
             pb_utils.Tensor("sequence_length", np.array([[len(tokens)]], dtype=np.int32)),
         ]
+        if log_probs is not None:  # over the new tokens, as the real backend returns them
+            out.append(pb_utils.Tensor("cum_log_probs", np.array([[sum(log_probs)]], dtype=np.float32)))
+            out.append(pb_utils.Tensor("output_log_probs",
+                                       np.asarray(log_probs, dtype=np.float32).reshape(1, 1, len(log_probs))))
         if batch_index is not None:
             out.append(pb_utils.Tensor("batch_index", np.array([[batch_index]], dtype=np.int32)))
         return pb_utils.InferenceResponse(output_tensors=out)
@@ -251,18 +258,19 @@ class TritonPythonModel:
         index = (lambda row: row) if batch > 1 else (lambda row: None)
         if not req["stream"]:
             results = self._generate(req)
-            for row, new_tokens in enumerate(results):
+            for row, (new_tokens, log_probs) in enumerate(results):
                 flags = _FINAL if row == batch - 1 else 0
-                sender.send(self._response(self._full(req, row, new_tokens), index(row)), flags=flags)
+                sender.send(self._response(self._full(req, row, new_tokens), index(row),
+                                           log_probs if req["log_probs"] else None), flags=flags)
             return
         # Streaming: one response per token; hold one back so the last can carry the final flag.
         pending = []
         sent_rows = set()
 
-        def on_token(row, token):
+        def on_token(row, token, log_prob):
             if pending:
                 sender.send(pending.pop())
-            pending.append(self._response([int(token)], index(row)))
+            pending.append(self._response([int(token)], index(row), [log_prob] if req["log_probs"] else None))
             sent_rows.add(row)
 
         self._generate(req, on_token=on_token)
@@ -290,8 +298,9 @@ class TritonPythonModel:
         for request in requests:
             try:
                 req = self._convert(request)
-                new_tokens = self._generate(req)[0]
-                responses.append(self._response(self._full(req, 0, new_tokens)))
+                new_tokens, log_probs = self._generate(req)[0]
+                responses.append(self._response(self._full(req, 0, new_tokens), None,
+                                                log_probs if req["log_probs"] else None))
             except Exception as e:
                 responses.append(self._error(request, e))
         return responses

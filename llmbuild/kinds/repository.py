@@ -1,0 +1,101 @@
+"""`repository`: the Triton model repository that serves an engine.
+
+Five models (preprocessing, tensorrt_llm, postprocessing, ensemble,
+tensorrt_llm_bls) generated as ModelConfig protobufs from the engine's build
+config, wiring checked, engine and tokenizer placed inside. Only the Triton
+knobs enter the key besides the engine's output, so a Triton-only change
+regenerates the repository in seconds and never touches checkpoint or engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, create_model
+
+from ..core.digests import code_digest
+from ..core.steps import Plan
+from ..core.target import Kind, Ref, Source, TargetFields, register
+from ..triton.configs import RepositoryError, ServingOptions, build_configs
+from ..triton.repository import CPU_RUNTIME_SOURCE, write_repository
+
+TRITON_CODE = Path(__file__).resolve().parent.parent / "triton"
+
+# Every ServingOptions knob is a field of the same name (one source of truth for the knobs),
+# with llama.md's choice of returning only new tokens.
+_DEFAULTS = {"exclude_input_in_output": True}
+_HINTS = typing.get_type_hints(ServingOptions)
+
+
+def _serving_field(option: dataclasses.Field) -> tuple[Any, Any]:
+    if option.name == "extra_parameters":
+        return (dict[str, str | int | float | bool],
+                Field(default_factory=dict, description="Any other tensorrt_llm model parameter."))
+    return _HINTS[option.name], Field(_DEFAULTS.get(option.name, option.default))
+
+
+_SERVING_FIELDS = {option.name: _serving_field(option) for option in dataclasses.fields(ServingOptions)}
+
+RepositoryFields = create_model(
+    "RepositoryFields",
+    __base__=TargetFields,
+    __doc__="A Triton model repository for an engine; the other fields are the Triton knobs.",
+    engine=(Annotated[str, Ref("engine")], Field(description="The engine target to serve.")),
+    tokenizer=(Annotated[str | None, Source()],
+               Field(None, description="Tokenizer directory (default: the checkpoint's source).")),
+    **_SERVING_FIELDS,
+)
+
+
+def serving_options(fields) -> ServingOptions:
+    values = {name: getattr(fields, name) for name in _SERVING_FIELDS}
+    values["extra_parameters"] = {k: (str(v).lower() if isinstance(v, bool) else str(v))
+                                  for k, v in fields.extra_parameters.items()}
+    return ServingOptions(**values)
+
+
+@register
+class Repository(Kind):
+    name = "repository"
+    Fields = RepositoryFields
+    help = "Engine -> Triton model repository (five config.pbtxt, generated and checked)."
+
+    def derived_sources(self, target, ws):
+        if target.fields.tokenizer is None:
+            return {"tokenizer": ws.facts(target.dep("engine"))["tokenizer_dir"]}
+        return {}
+
+    def facts(self, target, ws):
+        f = target.fields
+        return {"decoupled": f.decoupled, "entrypoint": f.entrypoint}
+
+    def _configs(self, target, ws, engine_config: dict):
+        try:
+            return build_configs(serving_options(target.fields), engine_config, lane=ws.settings.lane)
+        except RepositoryError as err:
+            engine = target.dep("engine")
+            raise target.error(f"{err.message} (engine {engine.address})") from None
+
+    def check(self, target, ws):
+        self._configs(target, ws, ws.facts(target.dep("engine"))["config"])
+
+    def plan(self, target, ws):
+        options = dataclasses.asdict(serving_options(target.fields))
+        code = [TRITON_CODE] + ([CPU_RUNTIME_SOURCE] if ws.settings.lane == "cpu" else [])
+        return Plan(params={"lane": ws.settings.lane, "serving": options},
+                    extra_identity={"generator": code_digest(*code)})
+
+    def run(self, target, ctx):
+        engine_dir = ctx.dep_out("engine")
+        engine_config = json.loads((engine_dir / "config.json").read_text())
+        configs = self._configs(target, ctx.ws, engine_config)
+        write_repository(ctx.out, configs, engine_dir=engine_dir,
+                         tokenizer_dir=target.sources["tokenizer"], lane=ctx.ws.settings.lane)
+
+    def render(self, target, ws, out):
+        configs = self._configs(target, ws, ws.facts(target.dep("engine"))["config"])
+        write_repository(out, configs, engine_dir=None, tokenizer_dir=None, lane=ws.settings.lane)
