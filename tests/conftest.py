@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["docker_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
+#: One CPU Triton install shared by every test workspace (the first install takes ~40 s).
+TOOLCHAINS = Path(os.environ.get("LLMBUILD_TEST_CACHE", REPO / "cache")) / "toolchains"
 TINY_HF = REPO / "models" / "tiny-llama" / "hf"
 MAKE_TINY = REPO / "models" / "tiny-llama" / "make_tiny_llama.py"
 
@@ -89,6 +93,7 @@ class Workspace:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMBUILD_")}
+        env["LLMBUILD_TOOLCHAINS_DIR"] = str(TOOLCHAINS)
         env.update(extra)
         return env
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TOOLCHAINS
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -833,10 +834,6 @@ E2E_LIMITS = {"max_batch_size": 2, "max_input_len": 32, "max_seq_len": 64}
 PROMPT = "What is machine learning?"
 
 
-def _toolchain_cache() -> Path:
-    base = os.environ.get("LLMBUILD_TEST_CACHE")
-    return (Path(base) if base else REPO_ROOT / "cache") / "toolchains"
-
 
 @pytest.fixture(scope="module")
 def tiny_engine(tmp_path_factory) -> Path:
@@ -859,7 +856,7 @@ def tiny_engine(tmp_path_factory) -> Path:
 def triton_env_e2e():
     from llmbuild.triton.cpu_env import ensure_cpu_triton
 
-    return ensure_cpu_triton(_toolchain_cache(), progress=lambda line: None)
+    return ensure_cpu_triton(TOOLCHAINS, progress=lambda line: None)
 
 
 def _serve(tmp_path_factory, tiny_engine, triton_env_e2e, **options):

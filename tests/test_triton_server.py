@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TOOLCHAINS
 
 from llmbuild.triton import cpu_env
 from llmbuild.triton.cpu_env import TritonEnv, TritonEnvError, ensure_cpu_triton
@@ -27,16 +28,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _cache_root() -> Path:
-    base = os.environ.get("LLMBUILD_TEST_CACHE")
-    return (Path(base) if base else REPO_ROOT / "cache") / "toolchains"
-
 
 @pytest.fixture(scope="session")
 def triton_env() -> TritonEnv:
     lines: list[str] = []
     started = time.monotonic()
-    env = ensure_cpu_triton(_cache_root(), progress=lines.append)
+    env = ensure_cpu_triton(TOOLCHAINS, progress=lines.append)
     took = time.monotonic() - started
     how = (
         "installed" if any(line.startswith("installing ") for line in lines)
@@ -187,7 +184,7 @@ def test_env_layout_and_launch_environment(triton_env: TritonEnv, monkeypatch):
 def test_ensure_reuses_a_complete_install(triton_env: TritonEnv):
     lines: list[str] = []
     started = time.monotonic()
-    again = ensure_cpu_triton(_cache_root(), progress=lines.append)
+    again = ensure_cpu_triton(TOOLCHAINS, progress=lines.append)
     assert time.monotonic() - started < 2.0
     assert again == triton_env
     assert lines == []
@@ -381,7 +378,7 @@ def _start_owner(repo: Path, tmp_path: Path) -> tuple[subprocess.Popen, int, int
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     with open(tmp_path / "owner.err", "wb") as err:
         owner = subprocess.Popen(
-            [sys.executable, str(script), str(repo), str(_cache_root()), str(tmp_path / "owner.log")],
+            [sys.executable, str(script), str(repo), str(TOOLCHAINS), str(tmp_path / "owner.log")],
             stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=tmp_path,
         )
     line = owner.stdout.readline()  # type: ignore[union-attr]

@@ -20,6 +20,7 @@ ENV_OVERRIDES = {
     "LLMBUILD_DIST_DIR": "dist",
     "LLMBUILD_LANE": "lane",
     "LLMBUILD_TRTLLM_VERSION": "trtllm_version",
+    "LLMBUILD_TOOLCHAINS_DIR": "toolchains_dir",
 }
 
 
@@ -44,6 +45,9 @@ class Settings(BaseModel):
         description="Directory names never searched for BUILD.toml files.")
     cache: str = Field("cache", description="Action cache directory (may be shared between workspaces).")
     dist: str = Field("dist", description="Where stable links to outputs and run.json are written.")
+    toolchains_dir: str | None = Field(
+        None, description="Where llmbuild installs tools it provisions itself, such as the CPU "
+        "lane's Triton (default: <cache>/toolchains).")
     lane: Literal["cpu", "gpu"] = Field(
         "cpu", description="cpu: llmbuild's CPU stand-ins; gpu: the real TensorRT-LLM tools.")
     trtllm_version: str | None = Field(

@@ -30,6 +30,8 @@ class Workspace:
         self.settings = settings
         self.cache = Cache(resolve_dir(self.root, settings.cache).resolve())
         self.dist = resolve_dir(self.root, settings.dist)
+        self.toolchains_dir = (resolve_dir(self.root, settings.toolchains_dir) if settings.toolchains_dir
+                               else self.cache.root / "toolchains")
         self.data_roots = [Path(d) for d in settings.data_roots]
         self.targets: dict[Address, Target] = {}
         self.targets_by_name: dict[str, Target] = {}

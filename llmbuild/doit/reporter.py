@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from doit.exceptions import UnmetDependency
 from doit.reporter import ConsoleReporter, JsonReporter
 
 from ..core.build import BUILT, FAILED, SKIPPED, UP_TO_DATE
@@ -53,7 +54,10 @@ class RunRecord:
         super().add_success(task)
 
     def add_failure(self, task, fail_info):
-        self._record(task, FAILED)
+        if isinstance(fail_info, UnmetDependency):  # not run because something it needs failed
+            self._record(task, SKIPPED, 0.0, note=f"needs {fail_info.message.strip()}, which failed")
+        else:
+            self._record(task, FAILED)
         super().add_failure(task, fail_info)
 
     def skip_uptodate(self, task):

@@ -31,7 +31,7 @@ class CpuToolchain(Toolchain):
         from ..triton.cpu_env import ensure_cpu_triton
         from ..triton.server import TritonServer
 
-        env = ensure_cpu_triton(self.ws.cache.root / "toolchains", progress=progress)
+        env = ensure_cpu_triton(self.ws.toolchains_dir, progress=progress)
         return TritonServer(repository, env, log_path=log_path)
 
     def server_identity(self) -> dict[str, Any]:
