@@ -61,10 +61,11 @@ class Workspace:
         (root / "dodo.py").write_text((REPO / "dodo.py").read_text())
         self.write_pyproject()
 
-    def write_pyproject(self, extra: str = "") -> None:
+    def write_pyproject(self, extra: str = "", build_roots: tuple[str, ...] = ("models",)) -> None:
+        roots = ", ".join(f'"{r}"' for r in build_roots)
         (self.root / "pyproject.toml").write_text(textwrap.dedent(f"""\
             [tool.llmbuild]
-            build_roots = ["models"]
+            build_roots = [{roots}]
             cache = "{self.cache}"
             lane = "cpu"
             {extra}

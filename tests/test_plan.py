@@ -41,14 +41,24 @@ def test_mixtral_plan_is_the_seed_commands_plus_lora():
     convert = ckpt["steps"][0]["argv"]
     assert convert[:2] == ["python3", "/app/tensorrt_llm/examples/llama/convert_checkpoint.py"]
     assert _flag_pairs(convert[2:]) == _flag_pairs(SEED_CONVERT)
-    assert convert[convert.index("--model_dir") + 1] == "/data/hf/mixtral-8x7b-instruct-v01"
+    # Steps run in the toolchain image; the source is mounted read-only where the argv says.
+    assert ckpt["steps"][0]["container"] == "toolchains/trtllm:trtllm"
+    model_dir = convert[convert.index("--model_dir") + 1]
+    assert {"host": "/data/hf/mixtral-8x7b-instruct-v01", "container": model_dir,
+            "read_only": True} in ckpt["steps"][0]["mounts"]
     build = engine["steps"][0]["argv"]
     assert build[0] == "trtllm-build"
     expected = _flag_pairs(SEED_BUILD) | {"--lora_plugin": "float16", "--max_lora_rank": "32"}
     assert _flag_pairs(build[1:]) == expected
     assert engine["steps"][0]["gpus"] == 2
-    # The checkpoint the engine reads is the checkpoint target's output.
-    assert build[build.index("--checkpoint_dir") + 1] == convert[convert.index("--output_dir") + 1]
+    # The checkpoint the engine reads is the checkpoint target's output (as dist links them).
+    engine_mounts = {m["container"]: m["host"] for m in engine["steps"][0]["mounts"]}
+    ckpt_mounts = {m["container"]: m["host"] for m in ckpt["steps"][0]["mounts"]}
+    assert engine_mounts[build[build.index("--checkpoint_dir") + 1]] == \
+        ckpt_mounts[convert[convert.index("--output_dir") + 1]]
+    docker_run = engine["steps"][0]["docker_run"]
+    assert docker_run[:2] == ["docker", "run"] and "--gpus" in docker_run
+    assert docker_run[-len(build):] == build
     version = engine["trtllm_version"]
     flags.parse_argv("convert_checkpoint.py:llama", version, convert[2:])
     flags.parse_argv("trtllm-build", version, build[1:])
@@ -70,4 +80,5 @@ def test_plan_of_a_skipped_target_says_so():
     proc = subprocess.run([sys.executable, "-m", "llmbuild", "plan", "models/mixtral-8x7b:ckpt"],
                           cwd=REPO, capture_output=True, text=True, check=True)
     assert "skipped on the active lane" in proc.stdout
-    assert "convert_checkpoint.py --model_dir /data/hf/mixtral-8x7b-instruct-v01" in proc.stdout
+    assert "-v /data/hf/mixtral-8x7b-instruct-v01:/llmbuild/src/source:ro" in proc.stdout
+    assert "convert_checkpoint.py --model_dir /llmbuild/src/source" in proc.stdout

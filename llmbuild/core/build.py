@@ -53,7 +53,7 @@ class RunContext:
         return self.ws.cache.out(self.ws.key(self.target.deps[field])[0])
 
     def run_step(self, step: Step) -> None:
-        self.ws.toolchain.run(step, self)
+        self.ws.toolchain_for(self.target).run(step, self)
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,10 @@ def bring_up_to_date(ws: Workspace, target: Target) -> Result:
     key, document = ws.key(target)
     if ws.is_up_to_date(target):
         return Result(UP_TO_DATE, key, time.monotonic() - started)
-    if not ws.cache.is_committed(key):
+    if not ws.is_committed(target, key):
         with ws.cache.lock(key, who=str(target.address)):
-            if not ws.cache.is_committed(key):
+            if not ws.is_committed(target, key):
+                ws.cache.evict(key)  # an entry whose output no longer stands (e.g. image deleted)
                 _build(ws, target, key, document)
                 link_dist(ws, target, key)
                 return Result(BUILT, key, time.monotonic() - started)

@@ -95,8 +95,11 @@ def _is_ancestor(directory: str, of: str) -> bool:
     return directory == "" or of == directory or of.startswith(directory + "/")
 
 
-def build_targets(files: list[BuildFile]) -> list[Target]:
-    """Targets with their fields validated (after defaults); references not yet resolved."""
+def build_targets(files: list[BuildFile], workspace_defaults: dict[str, Any] | None = None) -> list[Target]:
+    """Targets with their fields validated (after defaults); references not yet resolved.
+
+    `workspace_defaults` (from [tool.llmbuild]) apply below every BUILD.toml's [defaults],
+    to each kind that has the field."""
     files = sorted(files, key=lambda f: (f.directory.count("/"), f.directory))
     targets: list[Target] = []
     seen: dict[Address, str] = {}
@@ -106,6 +109,10 @@ def build_targets(files: list[BuildFile]) -> list[Target]:
             kind = kind_named(kind_name, file=build_file.rel, target=kind_name)
             inherited: dict[str, Any] = {}
             origin: dict[str, str] = {}
+            for key, value in (workspace_defaults or {}).items():
+                if key in kind.Fields.model_fields and value is not None:
+                    inherited[key] = value
+                    origin[key] = f"pyproject.toml [tool.llmbuild] {key}"
             for ancestor in ancestors:  # root first, nearest last
                 for key, value in ancestor.defaults.get(kind_name, {}).items():
                     inherited[key] = value

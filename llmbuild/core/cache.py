@@ -105,6 +105,14 @@ class Cache:
             os.rename(staging.path, target)
         return target
 
+    def evict(self, key: str) -> None:
+        """Drop a committed entry (call with the key's lock held)."""
+        entry = self.entry(key)
+        if entry.exists():
+            doomed = entry.with_name(f".{key}.evicted.{os.getpid()}")
+            os.rename(entry, doomed)
+            _remove_tree(doomed)
+
     def keep_failed(self, staging: Staging) -> Path:
         failed = self.root / "failed" / f"{staging.key}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}"
         failed.parent.mkdir(parents=True, exist_ok=True)

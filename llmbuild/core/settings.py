@@ -55,6 +55,9 @@ class Settings(BaseModel):
     data_roots: list[str] = Field(
         default_factory=list,
         description="Absolute directories outside the workspace that source paths may point into.")
+    container: str | None = Field(
+        None, description="Address of the container target (e.g. 'toolchains/trtllm:image') whose "
+        "image runs every step that does not name its own container.")
     host: HostSettings = Field(default_factory=HostSettings)
 
 

@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,6 +56,17 @@ class TargetFields(BaseModel):
         description="Lanes this target builds on; on any other lane it is reported `skipped`.")
 
 
+CONTAINER_FIELD = "container"
+
+
+class ToolFields(TargetFields):
+    """Fields of kinds that run programs: which container image runs them."""
+
+    container: Annotated[str | None, Ref("container")] = Field(
+        None, description="The container target whose image runs this target's steps "
+        "(default: `container` in [tool.llmbuild]; none: run on this host).")
+
+
 class Kind:
     """One target kind: its schema, the inputs its key consumes and its action."""
 
@@ -73,6 +84,10 @@ class Kind:
     def derived_sources(self, target: Target, ws: Workspace) -> dict[str, Path]:
         """Sources that default to something a dependency knows (e.g. its tokenizer)."""
         return {}
+
+    def output_valid(self, target: Target, ws: Workspace, key: str) -> bool:
+        """Whether a committed output still stands for its key (e.g. its image still exists)."""
+        return True
 
     def render(self, target: Target, ws: Workspace, out: Path) -> None:
         """Write what the target would produce, from declared settings only (`llmbuild render`)."""

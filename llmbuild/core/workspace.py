@@ -17,7 +17,7 @@ from .keys import action_key, key_document
 from .paths import resolve_source
 from .settings import Settings, find_workspace_root, load_settings, resolve_dir
 from .steps import PathArg, Plan
-from .target import Source, Target, marked_fields
+from .target import CONTAINER_FIELD, Source, Target, marked_fields
 
 
 class NotReady(Exception):
@@ -38,6 +38,7 @@ class Workspace:
         self.order: list[Target] = []
         self._plans: dict[Address, Plan] = {}
         self._facts: dict[Address, dict[str, Any]] = {}
+        self._container_toolchains: dict[Address, Any] = {}
         self._keys: dict[Address, tuple[str, dict[str, Any]]] = {}
 
     @classmethod
@@ -57,7 +58,7 @@ class Workspace:
                 raise LLMBuildError(f"data root '{bad}' must be an absolute path",
                                     file="pyproject.toml", target="[tool.llmbuild]", key="data_roots")
         files = [buildfiles.parse(p, self.root) for p in buildfiles.discover(self.root, self.settings)]
-        targets = buildfiles.build_targets(files)
+        targets = buildfiles.build_targets(files, {CONTAINER_FIELD: self.settings.container})
         resolve_references(targets)
         self.order = topological_order(targets)
         self.targets = {t.address: t for t in self.order}
@@ -103,6 +104,17 @@ class Workspace:
         from ..toolchains import toolchain_for
 
         return toolchain_for(self)
+
+    def toolchain_for(self, target: Target):
+        """The lane's toolchain, run inside the container the target names, if any."""
+        container = target.deps.get(CONTAINER_FIELD)
+        if container is None:
+            return self.toolchain
+        if container.address not in self._container_toolchains:
+            from ..toolchains.container import ContainerToolchain
+
+            self._container_toolchains[container.address] = ContainerToolchain(self, container)
+        return self._container_toolchains[container.address]
 
     @cached_property
     def digests(self) -> DigestCache:
@@ -156,7 +168,7 @@ class Workspace:
         document = key_document(
             kind=target.kind.name, params=plan.params,
             steps=[s.key_document() for s in plan.steps],
-            toolchain={**self.toolchain.identity, **plan.extra_identity},
+            toolchain={**self.toolchain_for(target).identity, **plan.extra_identity},
             sources=sources, deps=deps)
         result = (action_key(document), document)
         self._keys[target.address] = result
@@ -173,9 +185,13 @@ class Workspace:
             return False
         link = self.dist_link(target)
         try:
-            return os.readlink(link) == str(self.cache.out(key)) and self.cache.is_committed(key)
+            linked = os.readlink(link) == str(self.cache.out(key))
         except OSError:
             return False
+        return linked and self.is_committed(target, key)
+
+    def is_committed(self, target: Target, key: str) -> bool:
+        return self.cache.is_committed(key) and target.kind.output_valid(target, self, key)
 
     def paths(self, target: Target, out: Path | None = None) -> dict[PathArg, Path]:
         """Real host paths for every placeholder; without `out`, the stable dist paths (for plans)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from doit.exceptions import UnmetDependency
@@ -9,6 +10,7 @@ from doit.reporter import ConsoleReporter, JsonReporter
 
 from ..core.build import BUILT, FAILED, SKIPPED, UP_TO_DATE
 from ..core.cache import write_json_atomic
+from ..core.target import CONTAINER_FIELD
 from ..core.workspace import NotReady
 from . import state
 
@@ -20,6 +22,20 @@ class RunRecord:
         super().__init__(outstream, options)
         self._records: dict[str, dict] = {}
         self._started: dict[str, float] = {}
+
+    def initialize(self, tasks, selected_tasks):
+        """A run starts: containers a killed earlier run left behind go first."""
+        ws = state.loaded()
+        if ws is not None and any(t.deps.get(CONTAINER_FIELD) for t in ws.order if t.unavailable is None):
+            from ..executors.docker import DockerUnavailable, reap_orphans
+
+            try:
+                for name in reap_orphans():
+                    print(f"llmbuild: removed container {name} left by a killed run", file=sys.stderr)
+            except DockerUnavailable:
+                pass  # the container targets will report it
+        if hasattr(super(), "initialize"):
+            super().initialize(tasks, selected_tasks)
 
     def _target(self, task):
         ws = state.loaded()

@@ -13,7 +13,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from ..core.errors import LLMBuildError
 from ..core.steps import OUT, PathArg, Plan, Step
-from ..core.target import FieldGroup, Kind, Source, Target, TargetFields, register
+from ..core.target import FieldGroup, Kind, Source, Target, ToolFields, register
 from ..toolchains.trtllm import flags
 from ..toolchains.trtllm.command import flag_args
 
@@ -39,7 +39,7 @@ class Quantization(FieldGroup):
     seed: int | None = None
 
 
-class CheckpointFields(TargetFields):
+class CheckpointFields(ToolFields):
     source: Annotated[str, Source()] = Field(
         description="Hugging Face model directory (--model_dir): relative, //workspace, or under a data root.")
     family: Literal["llama"] = Field("llama", description="Which converter (examples/<family>/convert_checkpoint.py).")
@@ -132,7 +132,7 @@ class Checkpoint(Kind):
 
     def plan(self, target, ws):
         f: CheckpointFields = target.fields
-        version = ws.toolchain.trtllm_version
+        version = ws.toolchain_for(target).trtllm_version
         io = ["--model_dir", PathArg("source", "source"), "--output_dir", OUT]
         if f.quantization is None:
             tool = CONVERTERS[f.family]

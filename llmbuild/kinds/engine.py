@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from ..core.steps import OUT, PathArg, Plan, Step
-from ..core.target import FieldGroup, Kind, Ref, Source, TargetFields, register
+from ..core.target import FieldGroup, Kind, Ref, Source, ToolFields, register
 from ..toolchains.trtllm import flags
 from ..toolchains.trtllm.command import flag_args
 
@@ -29,7 +29,7 @@ class Lora(FieldGroup):
     ckpt_source: Literal["hf", "nemo"] | None = Field(None, description="--lora_ckpt_source")
 
 
-class EngineFields(TargetFields):
+class EngineFields(ToolFields):
     checkpoint: Annotated[str, Ref("checkpoint")] = Field(description="The checkpoint target to build from.")
     max_batch_size: PositiveInt | None = None
     max_input_len: PositiveInt | None = None
@@ -113,7 +113,7 @@ class Engine(Kind):
     def facts(self, target, ws):
         """The engine's config.json as declared (version defaults filled in), so a repository
         can be generated and checked before the engine exists; and where its tokenizer is."""
-        version = ws.toolchain.trtllm_version
+        version = ws.toolchain_for(target).trtllm_version
         checkpoint = ws.facts(target.dep("checkpoint"))
         declared = self._values(target, ws)
 
@@ -161,16 +161,16 @@ class Engine(Kind):
                                f"({build['max_seq_len']}{'' if f.max_seq_len else ', the model max_position_embeddings'})",
                                key="max_input_len")
         if f.lora and f.lora.target_modules:
-            known = flags.lora_target_modules(ws.toolchain.trtllm_version)
+            known = flags.lora_target_modules(ws.toolchain_for(target).trtllm_version)
             for module in f.lora.target_modules:
                 if module not in known:
                     raise target.error(f"'{module}' is not a LoRA target module of TensorRT-LLM "
-                                       f"{ws.toolchain.trtllm_version} (known: {', '.join(known)})",
+                                       f"{ws.toolchain_for(target).trtllm_version} (known: {', '.join(known)})",
                                        key="lora.target_modules")
 
     def plan(self, target, ws):
         f: EngineFields = target.fields
-        version = ws.toolchain.trtllm_version
+        version = ws.toolchain_for(target).trtllm_version
         io: list = ["--checkpoint_dir", PathArg("dep", "checkpoint"), "--output_dir", OUT]
         if f.lora and f.lora.dirs:
             io += ["--lora_dir", *(PathArg("source", f"lora.dirs.{i}") for i in range(len(f.lora.dirs)))]

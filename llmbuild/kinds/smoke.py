@@ -16,7 +16,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from ..core.errors import LLMBuildError
 from ..core.steps import Plan
-from ..core.target import FieldGroup, Kind, Ref, TargetFields, register
+from ..core.target import FieldGroup, Kind, Ref, ToolFields, register
 
 Endpoint = Literal["ensemble", "tensorrt_llm_bls"]
 
@@ -40,7 +40,7 @@ class Request(RequestFields):
     prompt: str = Field(description="text_input")
 
 
-class SmokeFields(TargetFields, RequestFields):
+class SmokeFields(ToolFields, RequestFields):
     repository: Annotated[str, Ref("repository")] = Field(description="The repository target to serve.")
     requests: list[Request] = Field(default_factory=list, description="More requests, each a table.")
 
@@ -98,7 +98,7 @@ class Smoke(Kind):
     help = "Serve a repository with Triton and check /generate answers."
 
     def unavailable(self, target, ws):
-        return ws.toolchain.serving_unavailable()
+        return ws.toolchain_for(target).serving_unavailable()
 
     def check(self, target, ws):
         repository = ws.facts(target.dep("repository"))
@@ -114,13 +114,13 @@ class Smoke(Kind):
         requests = [r.model_dump() for r in target.fields.all_requests()]
         for request in requests:
             request["endpoint"] = request["endpoint"] or repository["entrypoint"]
-        return Plan(params={"requests": requests}, extra_identity=ws.toolchain.server_identity())
+        return Plan(params={"requests": requests}, extra_identity=ws.toolchain_for(target).server_identity())
 
     def run(self, target, ctx):
         repository = ctx.dep_out("repository")
         count_tokens = _token_counter(repository / "preprocessing" / "1" / "tokenizer")
         results, failed = [], []
-        with ctx.ws.toolchain.serve(repository, log_path=ctx.out / "triton.log",
+        with ctx.ws.toolchain_for(target).serve(repository, log_path=ctx.out / "triton.log",
                                     progress=lambda line: _say(target, line)) as server:
             from ..triton.client import generate
 

@@ -16,8 +16,10 @@ if TYPE_CHECKING:
     from ..core.build import RunContext
     from ..core.workspace import Workspace
 
-#: Secrets and settings the real tools read from the environment. Passed through, never recorded.
-PASSTHROUGH_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME", "CUDA_VISIBLE_DEVICES",
+#: Secrets the real tools read from the environment: passed through, never recorded.
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+#: What a host step inherits from our environment.
+PASSTHROUGH_ENV = (*SECRET_ENV, "HF_HOME", "CUDA_VISIBLE_DEVICES",
                    "NVIDIA_VISIBLE_DEVICES", "PATH", "HOME", "LANG", "LC_ALL", "TMPDIR",
                    "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV")
 
