@@ -2,6 +2,7 @@
 
     llmbuild plan [--json] [--lane cpu|gpu] [SPEC...]   the steps (lane, program, argv) of each target
     llmbuild render ADDRESS --out DIR [--lane cpu|gpu] the files a repository target would produce
+    llmbuild explain ADDRESS...                         why each would rebuild (or not)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .core.errors import LLMBuildError
+from .core.explain import explain
 from .core.workspace import Workspace
 
 
@@ -89,6 +91,13 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    ws = _load(args, verify_sources=True)
+    for target in ws.select(args.specs):
+        print("\n".join(explain(ws, target).lines()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmbuild",
@@ -113,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", required=True, help="directory to write (must be empty or absent)")
     render.add_argument("--lane", choices=["cpu", "gpu"], help="render for this lane")
     render.set_defaults(func=cmd_render)
+
+    why = sub.add_parser("explain", help="why a target would rebuild now (or that it would not)",
+                         description="Compare each selected target's key inputs now with the last "
+                         "key committed for it (the one dist/ links): parameters, argv flags, source "
+                         "files, dependency outputs, toolchain. Says 'up to date' or 'restorable "
+                         "from cache' when nothing would build.")
+    why.add_argument("specs", nargs="+", metavar="ADDRESS")
+    why.set_defaults(func=cmd_explain)
     return parser
 
 

@@ -41,6 +41,11 @@ def edit(ws, relative: str, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+def explained(ws, *addresses: str) -> str:
+    """`llmbuild explain` output: why each would rebuild now."""
+    return ws.llmbuild("explain", *addresses).stdout
+
+
 def test_first_build_then_nothing(ws):
     first = ws.doit()
     assert first.outcomes == {a: "built" for a in ALL}
@@ -54,6 +59,9 @@ def test_first_build_then_nothing(ws):
 
 def test_engine_only_field_rebuilds_only_that_engine(ws):
     edit(ws, "models/family/m0/BUILD.toml", "max_batch_size = 4", "max_batch_size = 6")
+    why = explained(ws, "models/family/m0:engine", "models/family/m0:checkpoint")
+    assert "models/family/m0:engine: would build\n  - parameter max_batch_size: 4 -> 6\n" in why
+    assert "models/family/m0:checkpoint: up to date" in why
     run = ws.doit()
     assert run.built() == {"models/family/m0:engine"}
     assert run.with_outcome("up-to-date") == ALL - {"models/family/m0:engine"}
@@ -61,9 +69,12 @@ def test_engine_only_field_rebuilds_only_that_engine(ws):
 
 def test_checkpoint_field_rebuilds_checkpoint_and_engine(ws):
     edit(ws, "models/family/m1/BUILD.toml", 'source = "hf"', 'source = "hf"\ndtype = "float32"')
+    why = explained(ws, "models/family/m1:checkpoint")
+    assert why.splitlines()[1:] == ["  - parameter dtype: added (float32)"]
     run = ws.doit()
     assert run.built() == {"models/family/m1:checkpoint", "models/family/m1:engine"}
     edit(ws, "models/m2/BUILD.toml", 'source = "hf"', 'source = "hf"\ntp_size = 2')
+    assert explained(ws, "models/m2:checkpoint").splitlines()[1:] == ["  - parameter tp_size: added (2)"]
     run = ws.doit()
     assert run.built() == {"models/m2:checkpoint", "models/m2:engine"}
     assert run.with_outcome("up-to-date") == ALL - run.built()
@@ -71,6 +82,7 @@ def test_checkpoint_field_rebuilds_checkpoint_and_engine(ws):
 
 def test_revert_restores(ws):
     edit(ws, "models/family/m0/BUILD.toml", "max_batch_size = 6", "max_batch_size = 4")
+    assert "models/family/m0:engine: restorable from cache" in explained(ws, "models/family/m0:engine")
     run = ws.doit()
     assert run.with_outcome("restored") == {"models/family/m0:engine"}
     assert run.built() == set()
@@ -81,6 +93,7 @@ def test_touch_without_changing_bytes_builds_nothing(ws):
     for path in (ws.root / "models").rglob("*"):
         if path.is_file():
             os.utime(path, (later, later))
+    assert explained(ws, "models/::").count("up to date") == len(ALL)
     run = ws.doit()
     assert run.outcomes == {a: "up-to-date" for a in ALL}
 
@@ -106,6 +119,8 @@ def test_one_changed_weight_byte_rebuilds_that_model(ws):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01
     weights.write_bytes(bytes(data))
+    why = explained(ws, "models/family/m1:checkpoint")
+    assert why.splitlines()[1:] == ["  - source source: content of model.safetensors changed"]
     run = ws.doit()
     assert run.built() == {"models/family/m1:checkpoint", "models/family/m1:engine"}
     assert run.with_outcome("up-to-date") == ALL - run.built()
@@ -113,6 +128,9 @@ def test_one_changed_weight_byte_rebuilds_that_model(ws):
 
 def test_defaults_edit_rebuilds_exactly_the_inheritors(ws):
     edit(ws, "models/family/BUILD.toml", "max_num_tokens = 256", "max_num_tokens = 320")
+    for model in ("m0", "m1"):
+        why = explained(ws, f"models/family/{model}:engine")
+        assert why.splitlines()[1:] == ["  - parameter max_num_tokens: 256 -> 320"]
     run = ws.doit()
     assert run.built() == {"models/family/m0:engine", "models/family/m1:engine"}
     assert run.with_outcome("up-to-date") == ALL - run.built()
@@ -128,6 +146,7 @@ def test_new_model_builds_only_its_targets(ws, tiny_models):
         checkpoint = ":checkpoint"
         max_batch_size = 2
         """)
+    assert "never built here" in explained(ws, "models/m3:checkpoint")
     run = ws.doit()
     assert run.built() == {"models/m3:checkpoint", "models/m3:engine"}
     assert run.with_outcome("up-to-date") == ALL

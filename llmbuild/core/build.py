@@ -115,6 +115,7 @@ def _build(ws: Workspace, target: Target, key: str, document: dict[str, Any]) ->
         "document": document,
         "output_digest": digest_of_listing(outputs),
         "outputs": outputs,
+        "source_files": ws.source_files(target),  # lets `llmbuild explain` name the changed files
         "log": "log.txt",
         "built_by": {"address": str(target.address), "llmbuild": __version__},
         "started": started,

@@ -10,7 +10,7 @@ from typing import Any
 from . import buildfiles
 from .addresses import Address, parse_spec
 from .cache import Cache
-from .digests import DigestCache
+from .digests import DigestCache, digest_of_listing
 from .errors import LLMBuildError
 from .graph import resolve_references, topological_order
 from .keys import action_key, key_document
@@ -154,25 +154,34 @@ class Workspace:
 
     def key(self, target: Target) -> tuple[str, dict[str, Any]]:
         """(action key, key document). Raises NotReady if a dependency is not built yet."""
-        if target.address in self._keys:
-            return self._keys[target.address]
+        if target.address not in self._keys:
+            document = self.key_document(target)
+            self._keys[target.address] = (action_key(document), document)
+        return self._keys[target.address]
+
+    def key_document(self, target: Target, *, partial: bool = False) -> dict[str, Any]:
+        """The canonical document the key hashes. With partial=True a dependency not built
+        yet appears as None instead of raising NotReady (for explaining)."""
         plan = self.plan(target)
-        deps = {}
+        deps: dict[str, str | None] = {}
         for field, dep in target.deps.items():
-            dep_key, _ = self.key(dep)
-            manifest = self.cache.manifest(dep_key)
-            if manifest is None:
+            try:
+                manifest = self.cache.manifest(self.key(dep)[0])
+            except NotReady:
+                manifest = None
+            if manifest is None and not partial:
                 raise NotReady(f"{dep.address} has not been built")
-            deps[field] = manifest["output_digest"]
-        sources = {field: self.digests.tree_digest(path) for field, path in target.sources.items()}
-        document = key_document(
+            deps[field] = manifest and manifest["output_digest"]
+        sources = {field: digest_of_listing(files) for field, files in self.source_files(target).items()}
+        return key_document(
             kind=target.kind.name, params=plan.params,
             steps=[s.key_document() for s in plan.steps],
             toolchain={**self.toolchain_for(target).identity, **plan.extra_identity},
             sources=sources, deps=deps)
-        result = (action_key(document), document)
-        self._keys[target.address] = result
-        return result
+
+    def source_files(self, target: Target) -> dict[str, dict[str, str]]:
+        """{source field: {file: digest}} (stat-cached)."""
+        return {field: self.digests.tree_files(path) for field, path in target.sources.items()}
 
     def dist_link(self, target: Target) -> Path:
         return self.dist / target.address.dist_path

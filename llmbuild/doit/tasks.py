@@ -8,6 +8,7 @@ from doit.exceptions import InvalidDodoFile, TaskFailed
 
 from ..core.build import bring_up_to_date
 from ..core.errors import LLMBuildError
+from ..core.explain import explain
 from ..core.settings import find_workspace_root, load_settings, resolve_dir
 from ..core.workspace import Workspace
 from .reporter import RunReporter
@@ -38,14 +39,29 @@ def run_target(address: str):
     return result.as_values()
 
 
-def target_is_current(address: str) -> bool:
-    """doit uptodate: true when the committed key is linked, or the target is skipped on this lane."""
-    ws = state.workspace()
-    target = ws.targets_by_name[address]
-    try:
-        return target.unavailable is not None or ws.is_up_to_date(target)
-    except LLMBuildError:  # e.g. an unreachable daemon: the action reports it
-        return False
+class TargetIsCurrent:
+    """doit uptodate: true when the committed key is linked, or the target is skipped on this lane.
+
+    `doit info ADDRESS` prints this object when it is false: it then says why, like
+    `llmbuild explain`."""
+
+    def __init__(self, address: str):
+        self.address = address
+
+    def __call__(self) -> bool:
+        ws = state.workspace()
+        target = ws.targets_by_name[self.address]
+        try:
+            return target.unavailable is not None or ws.is_up_to_date(target)
+        except LLMBuildError:  # e.g. an unreachable daemon: the action reports it
+            return False
+
+    def __str__(self) -> str:
+        ws = state.workspace()
+        try:
+            return "\n      ".join(["llmbuild action key:"] + explain(ws, ws.targets_by_name[self.address]).lines())
+        except LLMBuildError as err:
+            return f"llmbuild action key: cannot be computed: {err}"
 
 
 def clean_target(address: str) -> None:
@@ -73,7 +89,7 @@ def task_llmbuild():
             "doc": doc,
             "actions": [(run_target, [name])],
             "task_dep": [str(dep.address) for dep in target.deps.values()],
-            "uptodate": [(target_is_current, [name])],
+            "uptodate": [TargetIsCurrent(name)],
             "clean": [(clean_target, [name])],
         }
         directory = target.address.directory

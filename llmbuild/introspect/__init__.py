@@ -1,0 +1,1 @@
+"""Introspection of a workspace: the BUILD.toml JSON Schema and the target graph."""
