@@ -23,8 +23,11 @@ def _load(args, *, verify_sources: bool = False) -> Workspace:
     environ = dict(os.environ)
     if getattr(args, "lane", None):
         environ["LLMBUILD_LANE"] = args.lane
-    return Workspace.load(Path(args.workspace) if args.workspace else None, environ,
-                          verify_sources=verify_sources)
+    ws = Workspace.load(Path(args.workspace) if args.workspace else None, environ,
+                        verify_sources=verify_sources)
+    for warning in ws.warnings:
+        print(f"llmbuild: {warning}", file=sys.stderr)
+    return ws
 
 
 def _lane_workspace(args, lane: str, cache: dict[str, Workspace]) -> Workspace:

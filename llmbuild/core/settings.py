@@ -32,6 +32,14 @@ class HostSettings(BaseModel):
     trtllm_root: str = Field(
         "/app/tensorrt_llm",
         description="TensorRT-LLM source checkout holding examples/ (the path inside NGC images).")
+    tensorrt_version: str | None = Field(
+        None, description="TensorRT version installed here (a container target declares its own).")
+    gpu_arch: str | None = Field(
+        None, description="GPU architecture engines are built for, e.g. 'sm_90' (H100); enters engine "
+        "keys so a shared cache never restores an engine onto another kind of GPU.")
+    gpus: int | None = Field(None, gt=0, description="GPUs this host offers (checked against tp x pp).")
+    gpu_memory_gib: float | None = Field(
+        None, gt=0, description="Memory per GPU; engines whose weights + KV cache exceed it are warned about.")
 
 
 class Settings(BaseModel):

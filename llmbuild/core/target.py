@@ -65,6 +65,8 @@ class ToolFields(TargetFields):
     container: Annotated[str | None, Ref("container")] = Field(
         None, description="The container target whose image runs this target's steps "
         "(default: `container` in [tool.llmbuild]; none: run on this host).")
+    gpus: list[int] | None = Field(
+        None, description="GPU device IDs this target's steps get (GPU lane; default: any tp x pp GPUs).")
 
 
 class Kind:
@@ -168,6 +170,21 @@ class Target:
     def error(self, message: str, key: str | None = None) -> LLMBuildError:
         return LLMBuildError(message, file=self.build_file,
                              target=f"[{self.kind.name}.{self.address.name}]", key=key)
+
+    def check_gpus(self, ws: Workspace, world: int, source: str) -> None:
+        """Its tp x pp ranks (from `source`, a field or target) need that many GPUs: the
+        IDs it gets, or what the host offers."""
+        given = getattr(self.fields, "gpus", None)
+        if given is not None and len(given) != world:
+            raise self.error(f"tp_size x pp_size is {world} (from {source}) but gpus lists "
+                             f"{len(given)} device(s)", key="gpus")
+        offered = ws.settings.host.gpus
+        if offered is not None and world > offered:
+            raise self.error(f"needs {world} GPUs (tp_size x pp_size, from {source}) but "
+                             f"[tool.llmbuild.host] gpus = {offered}", key="gpus")
+
+    def warn(self, ws: Workspace, message: str, key: str | None = None) -> None:
+        ws.warnings.append(f"warning: {self.error(message, key=key)}")
 
     def dep(self, field_name: str) -> Target:
         return self.deps[field_name]

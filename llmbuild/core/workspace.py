@@ -39,6 +39,8 @@ class Workspace:
         self._plans: dict[Address, Plan] = {}
         self._facts: dict[Address, dict[str, Any]] = {}
         self._container_toolchains: dict[Address, Any] = {}
+        self.warnings: list[str] = []
+        self.verify_sources = True  # False: plan/render on a machine without the sources  # from checks where the real tools only warn
         self._keys: dict[Address, tuple[str, dict[str, Any]]] = {}
 
     @classmethod
@@ -53,6 +55,7 @@ class Workspace:
     # -- loading ---------------------------------------------------------------------------
 
     def _load_targets(self, verify_sources: bool = True) -> None:
+        self.verify_sources = verify_sources
         for bad in self.data_roots:
             if not bad.is_absolute():
                 raise LLMBuildError(f"data root '{bad}' must be an absolute path",
@@ -72,6 +75,7 @@ class Workspace:
                 if verify_sources:
                     self._check_sources_exist(target)
                 target.kind.check(target, self)
+                self.plan(target)  # an argv the declared TensorRT-LLM version refuses fails here
 
     def _resolve_sources(self, target: Target) -> None:
         build_dir = self.root / target.address.directory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from doit.exceptions import InvalidDodoFile, TaskFailed
@@ -78,6 +79,8 @@ def task_llmbuild():
         ws = state.workspace()
     except LLMBuildError as err:
         raise InvalidDodoFile(str(err)) from None
+    for warning in ws.warnings:
+        print(f"llmbuild: {warning}", file=sys.stderr)
     groups: dict[str, list[str]] = {}
     for target in ws.order:
         name = str(target.address)

@@ -94,7 +94,7 @@ class Checkpoint(Kind):
         f: CheckpointFields = target.fields
         present = target.unavailable is None and target.sources["source"].exists()
         model = read_model_config(target) if present else {}
-        return {"dtype": f.dtype or model.get("torch_dtype") or "auto", "tp_size": f.tp_size,
+        return {"dtype": f.dtype or model.get("torch_dtype") or model.get("dtype") or "auto", "tp_size": f.tp_size,
                 "pp_size": f.pp_size, "world_size": f.tp_size * f.pp_size, "model": model,
                 "source_dir": target.sources["source"]}
 

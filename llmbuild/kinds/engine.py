@@ -6,6 +6,8 @@ Field names are trtllm-build's flags. Plugin fields take a dtype (`"float16"`,
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
@@ -25,7 +27,7 @@ class Lora(FieldGroup):
     max_rank: PositiveInt = Field(64, description="--max_lora_rank: largest adapter rank served")
     target_modules: list[str] | None = Field(None, description="--lora_target_modules")
     plugin: PluginDtype | None = Field(None, description="--lora_plugin dtype (default: the checkpoint's dtype)")
-    dirs: Annotated[list[str], Source()] | None = Field(None, description="--lora_dir: adapters built in")
+    dirs: Annotated[list[str] | None, Source()] = Field(None, description="--lora_dir: adapters built in")
     ckpt_source: Literal["hf", "nemo"] | None = Field(None, description="--lora_ckpt_source")
 
 
@@ -146,6 +148,8 @@ class Engine(Kind):
                     "gather_context_logits": bool(declared["gather_context_logits"] or gather_all),
                     "gather_generation_logits": bool(declared["gather_generation_logits"] or gather_all),
                     "plugin_config": {"use_paged_context_fmha": enabled("use_paged_context_fmha"),
+                                      "gpt_attention_plugin": effective("gpt_attention_plugin"),
+                                      "remove_input_padding": enabled("remove_input_padding"),
                                       "lora_plugin": declared.get("lora_plugin")},
                     "lora_config": None if lora is None else {
                         "max_lora_rank": lora.max_rank, "lora_target_modules": lora.target_modules},
@@ -160,13 +164,13 @@ class Engine(Kind):
             raise target.error(f"max_input_len ({build['max_input_len']}) exceeds max_seq_len "
                                f"({build['max_seq_len']}{'' if f.max_seq_len else ', the model max_position_embeddings'})",
                                key="max_input_len")
-        if f.lora and f.lora.target_modules:
-            known = flags.lora_target_modules(ws.toolchain_for(target).trtllm_version)
-            for module in f.lora.target_modules:
-                if module not in known:
-                    raise target.error(f"'{module}' is not a LoRA target module of TensorRT-LLM "
-                                       f"{ws.toolchain_for(target).trtllm_version} (known: {', '.join(known)})",
-                                       key="lora.target_modules")
+        if f.lora and f.lora.dirs:
+            for index in range(len(f.lora.dirs)):
+                check_adapter(target, target.sources[f"lora.dirs.{index}"], f.lora,
+                              self._values(target, ws)["lora_plugin"])
+        if ws.settings.lane == "gpu":
+            target.check_gpus(ws, ws.facts(target)["world_size"], str(target.dep("checkpoint").address))
+            estimate_memory(target, ws)
 
     def plan(self, target, ws):
         f: EngineFields = target.fields
@@ -180,4 +184,68 @@ class Engine(Kind):
             flags.parse_argv(TOOL, version, [a if isinstance(a, str) else "PATH" for a in step.argv])
         except flags.FlagError as err:
             raise target.error(str(err)) from None
-        return Plan(params=passed, steps=(step,))
+        return Plan(params=passed, steps=(step,), extra_identity=ws.toolchain_for(target).device_identity())
+
+
+#: TensorRT-LLM LoRA module -> Hugging Face (PEFT) module name, as its HF LoRA loader maps them.
+HF_LORA_MODULES = {"attn_q": "q_proj", "attn_k": "k_proj", "attn_v": "v_proj", "attn_dense": "o_proj",
+                   "mlp_h_to_4h": "gate_proj", "mlp_4h_to_h": "down_proj", "mlp_gate": "up_proj"}
+SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}
+
+
+def check_adapter(target, adapter: Path, lora: Lora, plugin_dtype: str) -> None:
+    """A built-in LoRA adapter must fit the engine: rank, target modules, dtype."""
+    config_path = adapter / "adapter_config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as err:
+        raise target.error(f"{config_path} is not a readable PEFT adapter config: {err}", key="lora.dirs") from None
+    rank = config.get("r")
+    if isinstance(rank, int) and rank > lora.max_rank:
+        raise target.error(f"adapter {adapter.name} has rank {rank}, above the engine's max_rank "
+                           f"{lora.max_rank} (lora.max_rank)", key="lora.max_rank")
+    if lora.target_modules:
+        allowed = {HF_LORA_MODULES.get(m, m) for m in lora.target_modules}
+        extra = sorted(set(config.get("target_modules") or []) - allowed)
+        if extra:
+            raise target.error(f"adapter {adapter.name} adapts {', '.join(extra)}, which the engine is not "
+                               f"built for (lora.target_modules: {', '.join(lora.target_modules)})",
+                               key="lora.target_modules")
+    weights = adapter / "adapter_model.safetensors"
+    if weights.is_file() and plugin_dtype not in (None, "auto", "disable"):
+        with open(weights, "rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        dtypes = {SAFETENSORS_DTYPES.get(t["dtype"], t["dtype"]) for k, t in header.items() if k != "__metadata__"}
+        if dtypes and dtypes != {plugin_dtype}:
+            raise target.error(f"adapter {adapter.name} holds {', '.join(sorted(dtypes))} weights but the "
+                               f"LoRA plugin is {plugin_dtype} (lora.plugin)", key="lora.plugin")
+
+
+BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "auto": 2}
+
+
+def estimate_memory(target, ws) -> None:
+    """Weights + a full KV cache per GPU against the declared GPU memory: a warning, as the real
+    runtime sizes the KV cache to what is free instead of failing."""
+    memory = ws.settings.host.gpu_memory_gib
+    facts = ws.facts(target)
+    model = ws.facts(target.dep("checkpoint"))["model"]
+    if memory is None or not model:
+        return
+    hidden, layers = model.get("hidden_size", 0), model.get("num_hidden_layers", 0)
+    heads = model.get("num_attention_heads", 1)
+    kv_heads = model.get("num_key_value_heads") or heads
+    head_dim = model.get("head_dim") or hidden // heads
+    experts = model.get("num_local_experts") or 1
+    inter, vocab = model.get("intermediate_size", 0), model.get("vocab_size", 0)
+    per_layer = hidden * (heads + 2 * kv_heads) * head_dim + heads * head_dim * hidden \
+        + experts * 3 * hidden * inter + 2 * hidden
+    params = layers * per_layer + 2 * vocab * hidden
+    build = facts["config"]["build_config"]
+    dtype_bytes = BYTES.get(facts["config"]["pretrained_config"]["dtype"], 2)
+    kv = 2 * layers * kv_heads * head_dim * dtype_bytes * build["max_batch_size"] * (build["max_seq_len"] or 0)
+    per_gpu = (params * dtype_bytes + kv) / facts["world_size"] / 2**30
+    if per_gpu > memory:
+        target.warn(ws, f"weights + a full KV cache need about {per_gpu:.1f} GiB per GPU "
+                    f"(max_batch_size {build['max_batch_size']} x max_seq_len {build['max_seq_len']}) but "
+                    f"[tool.llmbuild.host] gpu_memory_gib = {memory}; the runtime will hold fewer sequences")

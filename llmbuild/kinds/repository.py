@@ -21,7 +21,7 @@ from ..core.digests import code_digest
 from ..core.steps import Plan
 from ..core.target import Kind, Ref, Source, TargetFields, register
 from ..triton.configs import RepositoryError, ServingOptions, build_configs
-from ..triton.repository import CPU_RUNTIME_SOURCE, write_repository
+from ..triton.repository import CPU_RUNTIME_SOURCE, checked_tokenizer_files, write_repository
 
 TRITON_CODE = Path(__file__).resolve().parent.parent / "triton"
 
@@ -58,6 +58,30 @@ def serving_options(fields) -> ServingOptions:
     return ServingOptions(**values)
 
 
+def check_tokenizer(target, ws) -> None:
+    """The tokenizer is copied into the repository (so it holds on the host and in a container):
+    it must be there and load."""
+    path = target.sources["tokenizer"]
+    if not ws.verify_sources and not path.exists():
+        return
+    key = "tokenizer" if target.fields.tokenizer else "engine"
+    where = "" if target.fields.tokenizer else " (the checkpoint's source, the default tokenizer)"
+    try:
+        files = checked_tokenizer_files(path)
+    except RepositoryError as err:
+        raise target.error(err.message.split(": ", 1)[-1] + where, key=key) from None
+    tokenizer_json = path / "tokenizer.json"
+    if tokenizer_json in files:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:  # not a CPU-lane install: the server will say
+            return
+        try:
+            Tokenizer.from_file(str(tokenizer_json))
+        except Exception as err:  # noqa: BLE001 - any parse failure means the server fails too
+            raise target.error(f"{tokenizer_json} does not load: {err}{where}", key=key) from None
+
+
 @register
 class Repository(Kind):
     name = "repository"
@@ -71,7 +95,10 @@ class Repository(Kind):
 
     def facts(self, target, ws):
         f = target.fields
-        return {"decoupled": f.decoupled, "entrypoint": f.entrypoint}
+        engine = ws.facts(target.dep("engine"))
+        build = engine["config"]["build_config"]
+        return {"decoupled": f.decoupled, "entrypoint": f.entrypoint, "world_size": engine["world_size"],
+                "max_seq_len": build["max_seq_len"], "max_input_len": build["max_input_len"]}
 
     def _configs(self, target, ws, engine_config: dict):
         try:
@@ -82,6 +109,7 @@ class Repository(Kind):
 
     def check(self, target, ws):
         self._configs(target, ws, ws.facts(target.dep("engine"))["config"])
+        check_tokenizer(target, ws)
 
     def plan(self, target, ws):
         options = dataclasses.asdict(serving_options(target.fields))

@@ -101,13 +101,22 @@ class Smoke(Kind):
         return ws.toolchain_for(target).serving_unavailable()
 
     def check(self, target, ws):
-        repository = ws.facts(target.dep("repository"))
+        repository_target = target.dep("repository")
+        repository = ws.facts(repository_target)
         for index, request in enumerate(target.fields.all_requests()):
-            key = "stream" if index == 0 and target.fields.prompt is not None else f"requests[{index}].stream"
+            prefix = "" if index == 0 and target.fields.prompt is not None else f"requests[{index}]."
             if request.stream and not repository["decoupled"]:
                 raise target.error(
-                    f"streaming needs a decoupled repository, but {target.dep('repository').address} "
-                    f"has decoupled = false", key=key)
+                    f"streaming needs a decoupled repository, but {repository_target.address} "
+                    f"has decoupled = false", key=prefix + "stream")
+            limit = repository["max_seq_len"]
+            if limit and request.max_tokens >= limit and request.expect_error is None:
+                raise target.error(
+                    f"max_tokens {request.max_tokens} leaves no room for a prompt: the engine behind "
+                    f"{repository_target.address} has max_seq_len {limit}", key=prefix + "max_tokens")
+        if ws.settings.lane == "gpu":
+            target.check_gpus(ws, repository["world_size"], str(repository_target.dep("engine").address))
+            check_serving_versions(target, ws, repository_target.dep("engine"))
 
     def plan(self, target, ws):
         repository = ws.facts(target.dep("repository"))
@@ -149,6 +158,19 @@ class Smoke(Kind):
         (ctx.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         if failed:
             raise LLMBuildError("smoke checks failed: " + "; ".join(failed))
+
+
+def check_serving_versions(target, ws, engine) -> None:
+    """An engine only loads in the TensorRT-LLM / TensorRT it was built with."""
+    built, served = ws.toolchain_for(engine), ws.toolchain_for(target)
+    for what, old, new in (("TensorRT-LLM", built.trtllm_version, served.trtllm_version),
+                           ("TensorRT", built.device_identity().get("tensorrt_version"),
+                            served.device_identity().get("tensorrt_version"))):
+        if old and new and old != new:
+            via = lambda t: f" (container {t.dep('container').address})" if "container" in t.deps else ""
+            raise target.error(f"{engine.address} is built with {what} {old}{via(engine)} but would be "
+                               f"served with {what} {new}{via(target)}; an engine only loads in the "
+                               f"version that built it", key="container")
 
 
 def _say(target, line: str) -> None:

@@ -64,6 +64,15 @@ class Toolchain(ABC):
         run_logged(self.command(step, ctx.paths(step)), cwd=ctx.work, log_path=ctx.log,
                    env=self.environment(), label=str(ctx.target.address))
 
+    def device_identity(self) -> dict[str, Any]:
+        """What an engine depends on besides its inputs: the TensorRT build and GPU it targets."""
+        if self.lane != "gpu":
+            return {}
+        host = self.ws.settings.host
+        return {"tensorrt_version": self.tensorrt_version or host.tensorrt_version, "gpu_arch": host.gpu_arch}
+
+    tensorrt_version: str | None = None
+
     def serving_unavailable(self) -> str | None:
         """Why this toolchain cannot run Triton, or None."""
         return f"serving on the {self.lane} lane needs the container toolchain"

@@ -489,6 +489,9 @@ class _Engine:
     world_size: int
     paged_kv_cache: bool | None
     paged_context_fmha: bool | None
+    gpt_attention_plugin: bool | None = None  # in-flight batching needs the plugin
+    remove_input_padding: bool | None = None  # ... and packed input
+
 
 
 def _engine_facts(engine_config: Mapping) -> _Engine:
@@ -523,6 +526,8 @@ def _engine_facts(engine_config: Mapping) -> _Engine:
     elif isinstance(plugin.get("paged_kv_cache"), bool):
         paged = plugin["paged_kv_cache"]
     fmha = plugin.get("use_paged_context_fmha")
+    attention = plugin.get("gpt_attention_plugin", "auto")
+    packed = plugin.get("remove_input_padding")
     return _Engine(
         max_batch_size=positive_int("max_batch_size", required=True),
         max_beam_width=positive_int("max_beam_width", required=False) or 1,
@@ -531,6 +536,8 @@ def _engine_facts(engine_config: Mapping) -> _Engine:
         world_size=world_size,
         paged_kv_cache=paged,
         paged_context_fmha=fmha if isinstance(fmha, bool) else None,
+        gpt_attention_plugin=attention not in (None, "disable", False),
+        remove_input_padding=packed if isinstance(packed, bool) else None,
     )
 
 
@@ -675,6 +682,12 @@ def _tensorrt_llm_parameters(options: ServingOptions, engine: _Engine, *, lane: 
         raise RepositoryError(
             f"tensorrt_llm parameter 'gpt_model_type': {options.batching_strategy} needs an engine built with a "
             f"paged KV cache; this engine was not (rebuild with --kv_cache_type paged, or use batching_strategy V1)")
+    for needed, flag in ((engine.gpt_attention_plugin, "--gpt_attention_plugin <dtype>"),
+                         (engine.remove_input_padding, "--remove_input_padding enable")):
+        if inflight and needed is False:
+            raise RepositoryError(
+                f"tensorrt_llm parameter 'gpt_model_type': {options.batching_strategy} needs an engine built "
+                f"with {flag}; this engine was not (rebuild it so, or use batching_strategy V1)")
     if options.batch_scheduler_policy is not None:
         params["batch_scheduler_policy"] = options.batch_scheduler_policy
     if options.kv_cache_free_gpu_mem_fraction is not None:

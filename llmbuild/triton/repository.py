@@ -64,7 +64,7 @@ def _tokenizer_files(tokenizer_dir: Path) -> list[Path]:
     ]
 
 
-def _checked_tokenizer_files(tokenizer_dir: Path) -> list[Path]:
+def checked_tokenizer_files(tokenizer_dir: Path) -> list[Path]:
     if not tokenizer_dir.is_dir():
         raise RepositoryError(f"model 'preprocessing': tokenizer directory {tokenizer_dir} does not exist")
     files = _tokenizer_files(tokenizer_dir)
@@ -161,7 +161,7 @@ def write_repository(
         if not (engine_dir / "config.json").is_file():
             raise RepositoryError(f"model 'tensorrt_llm': engine directory {engine_dir} has no config.json")
         _check_engine_matches(configs, engine_dir)
-    tokenizer_files = [] if tokenizer_dir is None else _checked_tokenizer_files(tokenizer_dir)
+    tokenizer_files = [] if tokenizer_dir is None else checked_tokenizer_files(tokenizer_dir)
     if lane == "cpu" and not CPU_RUNTIME_SOURCE.is_file():
         raise RepositoryError(f"model 'tensorrt_llm': the CPU runtime {CPU_RUNTIME_SOURCE} is missing")
     if out_dir.exists() and any(out_dir.iterdir()):

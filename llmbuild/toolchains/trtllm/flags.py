@@ -314,4 +314,15 @@ def parse_argv(tool: str, version: str, argv: list[str]) -> argparse.Namespace:
             unknown = [t for t in _option_tokens(message.split(":", 1)[1].split())]
             if unknown:
                 raise _missing(tool, version, unknown[0]) from None
-        raise FlagError(f"{tool} in TensorRT-LLM {version}: {message}") from None
+        raise FlagError(f"{tool} in TensorRT-LLM {version}: {message}{_choice_hint(tool, message)}") from None
+
+
+def _choice_hint(tool: str, message: str) -> str:
+    """For an invalid choice: the versions that accept that value."""
+    match = re.match(r"argument (-[^:/ ]+)(?:/\S+)?: invalid choice: '([^']*)'", message)
+    if not match:
+        return ""
+    flag, value = match.groups()
+    have = [v for v in versions_with_flag(tool, flag)
+            if value in (_lookup(tool, v, flag).choices or ())]
+    return f"; {_where(tool, have).replace('it exists in', repr(value) + ' is accepted in')}" if have else ""

@@ -1,0 +1,331 @@
+"""`changed_targets(ws, REV)`: exactly the targets whose keys a git change affects.
+
+Real git repositories in tmp dirs; nothing is built. Each workspace holds
+
+    models/family/BUILD.toml      [defaults.engine] max_num_tokens = 256
+    models/family/m0              inherits max_num_tokens
+    models/family/m1              sets max_num_tokens itself
+    models/m2                     another subtree, with a repository on its engine
+
+and lives either at the repository's top or in a subdirectory of it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Workspace as DiskWorkspace
+
+from llmbuild.core.errors import LLMBuildError
+from llmbuild.core.workspace import Workspace
+from llmbuild.introspect.changed import ChangedReport, changed_targets
+
+GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+ENGINE = """\
+    [engine.engine]
+    checkpoint = ":checkpoint"
+    max_batch_size = 4
+    max_input_len = 64
+    max_seq_len = 96
+    """
+M1 = """\
+    [checkpoint.checkpoint]
+    source = "hf"
+
+    [engine.engine]
+    checkpoint = ":checkpoint"
+    max_batch_size = 4
+    max_input_len = 64
+    max_seq_len = 96
+    max_num_tokens = 512
+    """
+M2 = """\
+    [checkpoint.checkpoint]
+    source = "hf"
+
+    [engine.engine]
+    checkpoint = ":checkpoint"
+    max_batch_size = 4
+    max_input_len = 64
+    max_seq_len = 96
+
+    [repository.serve]
+    engine = ":engine"
+    """
+M0, M1_, M2_ = "models/family/m0", "models/family/m1", "models/m2"
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+                          env=GIT_ENV).stdout
+
+
+def commit(repo: Path, message: str = "change") -> None:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+
+
+class Repo:
+    def __init__(self, top: Path, ws: DiskWorkspace):
+        self.top, self.ws = top, ws
+
+    def load(self) -> Workspace:
+        return Workspace.load(self.ws.root, self.ws.env())
+
+    def changed(self, since: str = "HEAD~1") -> ChangedReport:
+        return changed_targets(self.load(), since, environ=self.ws.env())
+
+    def affected(self, since: str = "HEAD~1") -> set[str]:
+        return set(self.changed(since).affected)
+
+    def edit(self, relative: str, old: str, new: str) -> None:
+        path = self.ws.root / relative
+        text = path.read_text()
+        assert old in text, (old, text)
+        path.write_text(text.replace(old, new, 1))
+
+    def commit(self, message: str = "change") -> None:
+        commit(self.top, message)
+
+
+@pytest.fixture(params=["", "sub/ws"], ids=["top", "subdir"])
+def repo(request, tmp_path, tiny_models) -> Repo:
+    top = tmp_path / "repo"
+    top.mkdir()
+    git(top, "init", "-q", "-b", "main")
+    ws = DiskWorkspace(top / request.param if request.param else top, tmp_path / "cache")
+    ws.write("models/family/BUILD.toml", """\
+        # defaults for everything below models/family
+        [defaults.engine]
+        max_num_tokens = 256
+        """)
+    ws.add_model("family/m0", tiny_models[0])
+    ws.add_model("family/m1", tiny_models[1], M1)
+    ws.add_model("m2", tiny_models[2], M2)
+    (top / "README").write_text("not part of the workspace\n")
+    commit(top, "initial")
+    return Repo(top, ws)
+
+
+def addresses(*pairs: tuple[str, str]) -> set[str]:
+    return {f"{d}:{n}" for d, n in pairs}
+
+
+def test_unchanged_tree_affects_nothing(repo):
+    report = repo.changed("HEAD")
+    assert report.affected == [] and report.removed == [] and report.reasons == {}
+    assert len(report.commit) == 40
+
+
+def test_defaults_edit_affects_exactly_the_inheriting_engines(repo):
+    repo.edit("models/family/BUILD.toml", "max_num_tokens = 256", "max_num_tokens = 320")
+    repo.commit("defaults")
+    report = repo.changed("HEAD~1")
+    # Not m1 (sets max_num_tokens itself), not the checkpoints, not the other subtree.
+    assert report.affected == [f"{M0}:engine"]
+    reason = report.reasons[f"{M0}:engine"]
+    assert "max_num_tokens" in reason and "defaults" in reason, reason
+
+
+def test_engine_field_edit_affects_the_engine_and_its_dependents(repo):
+    repo.edit(f"{M2_}/BUILD.toml", "max_batch_size = 4", "max_batch_size = 8")
+    repo.commit()
+    report = repo.changed()
+    assert report.affected == [f"{M2_}:engine", f"{M2_}:serve"]  # dependencies first
+    assert report.reasons[f"{M2_}:engine"] == "params changed: max_batch_size"
+    assert report.reasons[f"{M2_}:serve"] == f"depends on {M2_}:engine"
+
+
+def test_checkpoint_field_edit_affects_checkpoint_and_engine(repo):
+    repo.edit(f"{M1_}/BUILD.toml", 'source = "hf"', 'source = "hf"\ndtype = "float32"')
+    repo.commit()
+    report = repo.changed()
+    assert report.affected == [f"{M1_}:checkpoint", f"{M1_}:engine"]
+    assert "dtype" in report.reasons[f"{M1_}:checkpoint"]
+
+
+def test_weight_byte_change_affects_that_models_checkpoint_and_engine(repo):
+    weights = repo.ws.root / M0 / "hf" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    repo.commit("weights")
+    report = repo.changed()
+    assert report.affected == [f"{M0}:checkpoint", f"{M0}:engine"]
+    assert report.reasons[f"{M0}:checkpoint"] == "source changed: source"
+    assert report.reasons[f"{M0}:engine"] == f"depends on {M0}:checkpoint"
+
+
+def test_tokenizer_change_reaches_the_repository_through_its_own_source(repo):
+    tokenizer = repo.ws.root / M2_ / "hf" / "tokenizer_config.json"
+    if not tokenizer.exists():
+        pytest.skip("tiny model has no tokenizer_config.json")
+    tokenizer.write_text(tokenizer.read_text() + "\n")
+    report = repo.changed("HEAD")  # uncommitted
+    assert report.affected == [f"{M2_}:checkpoint", f"{M2_}:engine", f"{M2_}:serve"]
+    assert "source changed: tokenizer" in report.reasons[f"{M2_}:serve"]
+
+
+def test_comment_description_and_touch_change_nothing(repo):
+    repo.edit("models/family/BUILD.toml", "# defaults", "# the defaults")
+    repo.edit(f"{M2_}/BUILD.toml", 'source = "hf"', 'source = "hf"  # weights\ndescription = "m2"')
+    repo.edit(f"{M2_}/BUILD.toml", "[engine.engine]", "[engine.engine]\ntags = [\"x\"]")
+    os.utime(repo.ws.root / M0 / "hf" / "model.safetensors", (1, 1))  # mtime only
+    repo.commit("cosmetics")
+    assert repo.affected() == set()
+    assert repo.affected("HEAD~1") == set()
+
+
+def test_writing_a_default_value_explicitly_changes_nothing(repo):
+    repo.edit(f"{M1_}/BUILD.toml", 'source = "hf"', 'source = "hf"\ntp_size = 1')
+    assert repo.affected("HEAD") == set()
+
+
+def test_new_and_removed_models(repo, tiny_models):
+    repo.ws.add_model("m3", tiny_models[1])
+    shutil.rmtree(repo.ws.root / M1_)
+    repo.commit("add m3, drop m1")
+    report = repo.changed()
+    assert report.affected == ["models/m3:checkpoint", "models/m3:engine"]
+    assert set(report.reasons.values()) == {"new target"}
+    assert report.removed == [f"{M1_}:checkpoint", f"{M1_}:engine"]
+
+
+def test_uncommitted_edits_count(repo, tiny_models):
+    repo.edit(f"{M0}/BUILD.toml", "max_seq_len = 96", "max_seq_len = 80")  # modified, not staged
+    repo.ws.add_model("m3", tiny_models[0])  # untracked, not added
+    (repo.ws.root / M2_ / "hf" / "extra.txt").write_text("new untracked file in a source\n")
+    report = repo.changed("HEAD")
+    assert report.affected == [f"{M0}:engine", f"{M2_}:checkpoint", f"{M2_}:engine", f"{M2_}:serve",
+                               "models/m3:checkpoint", "models/m3:engine"]
+    assert report.reasons[f"{M0}:engine"] == "params changed: max_seq_len"
+    # Committed since HEAD~1 and edited since: both count against HEAD~1.
+    repo.commit()
+    repo.edit(f"{M1_}/BUILD.toml", "max_batch_size = 4", "max_batch_size = 2")
+    git(repo.top, "add", "-A")  # staged only
+    assert f"{M1_}:engine" in repo.affected("HEAD~1") and f"{M0}:engine" in repo.affected("HEAD~1")
+    assert repo.affected("HEAD") == {f"{M1_}:engine"}
+
+
+def test_deleted_source_file(repo):
+    (repo.ws.root / M0 / "hf" / "generation_config.json").unlink(missing_ok=True)
+    (repo.ws.root / M0 / "hf" / "extra.json").write_text("{}")
+    repo.commit()
+    os.remove(repo.ws.root / M0 / "hf" / "extra.json")  # uncommitted deletion
+    assert repo.affected("HEAD") == {f"{M0}:checkpoint", f"{M0}:engine"}
+
+
+def test_ignored_weights_are_the_same_on_both_sides(repo):
+    """Weights fetched by a script and git-ignored: no false positives, and the REV side sees them."""
+    repo.ws.write(".gitignore", "models/m2/hf/\n")
+    git(repo.top, "rm", "-r", "-q", "--cached", str(repo.ws.root / M2_ / "hf"))
+    repo.commit("ignore m2 weights")
+    repo.edit(f"{M2_}/BUILD.toml", "[repository.serve]", "[repository.serve]\ndecoupled = true")
+    report = repo.changed("HEAD")
+    assert report.affected == [f"{M2_}:serve"]
+    # Changing an ignored file is not a git change (documented).
+    (repo.ws.root / M2_ / "hf" / "model.safetensors").write_bytes(b"not the weights")
+    assert repo.affected("HEAD") == {f"{M2_}:serve"}
+
+
+def test_sources_under_a_data_root_outside_the_repo(repo, tmp_path, tiny_models):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_models[0], data / "hf0")
+    repo.ws.write_pyproject(f'data_roots = ["{data}"]')
+    repo.ws.write("models/ext/BUILD.toml", f"""\
+        [checkpoint.checkpoint]
+        source = "{data / 'hf0'}"
+        {ENGINE.replace(chr(10) + '    ', chr(10))}""")
+    repo.commit("external weights")
+    assert repo.affected() == {"models/ext:checkpoint", "models/ext:engine"}
+    # Outside git: never a change, even when it differs (the data root is shared).
+    assert repo.affected("HEAD") == set()
+
+
+def test_toolchain_changes(repo):
+    repo.ws.write("toolchains/img/Dockerfile", "FROM python:3.11-slim\n")
+    repo.ws.write("toolchains/img/BUILD.toml", """\
+        [container.img]
+        dockerfile = "Dockerfile"
+        """)
+    repo.ws.write_pyproject(build_roots=("models", "toolchains"))
+    repo.edit(f"{M0}/BUILD.toml", 'source = "hf"', 'source = "hf"\ncontainer = "toolchains/img:img"')
+    repo.commit("container")
+    report = repo.changed()
+    assert report.reasons["toolchains/img:img"] == "new target"
+    assert report.reasons[f"{M0}:checkpoint"].startswith("toolchain changed")
+    assert "dependency changed: container" in report.reasons[f"{M0}:checkpoint"]
+    assert report.reasons[f"{M0}:engine"] == f"depends on {M0}:checkpoint"
+    # The Dockerfile, then another file of the build context.
+    repo.ws.write("toolchains/img/Dockerfile", "FROM python:3.12-slim\n")
+    report = repo.changed("HEAD")
+    assert report.affected == ["toolchains/img:img", f"{M0}:checkpoint", f"{M0}:engine"]
+    assert report.reasons["toolchains/img:img"] == "source changed: context, dockerfile"
+    assert report.reasons[f"{M0}:checkpoint"] == "depends on toolchains/img:img"
+    git(repo.top, "checkout", "--", ".")
+    repo.ws.write("toolchains/img/requirements.txt", "torch\n")
+    assert repo.affected("HEAD") == {"toolchains/img:img", f"{M0}:checkpoint", f"{M0}:engine"}
+
+
+def test_trtllm_version_change_affects_every_tool_target(repo):
+    repo.ws.write_pyproject('trtllm_version = "0.15.0"')
+    report = repo.changed("HEAD")
+    everything = {str(t.address) for t in repo.load().order}
+    assert set(report.affected) == everything
+    assert report.reasons[f"{M0}:checkpoint"] == "toolchain changed: trtllm_version"
+
+
+def test_workspace_new_since_rev(repo):
+    """At a revision before the workspace existed, everything is new."""
+    git(repo.top, "checkout", "-q", "--orphan", "other")
+    git(repo.top, "rm", "-r", "-q", "--cached", ".")
+    git(repo.top, "commit", "-q", "--allow-empty", "-m", "empty")
+    git(repo.top, "add", "-A")
+    report = repo.changed("HEAD")
+    assert set(report.reasons.values()) == {"new target"} and len(report.affected) == 7
+
+
+def test_errors_are_one_clear_line(repo, tmp_path):
+    with pytest.raises(LLMBuildError, match=r"unknown git revision 'no-such-rev'"):
+        repo.changed("no-such-rev")
+    with pytest.raises(LLMBuildError, match=r"not a git revision"):
+        repo.changed("--output=/tmp/x")
+    # BUILD.toml invalid at REV
+    repo.edit(f"{M0}/BUILD.toml", "max_seq_len = 96", "max_seq_len = 96\nmax_bach_size = 3")
+    repo.commit("broken")
+    repo.edit(f"{M0}/BUILD.toml", "\nmax_bach_size = 3", "")
+    with pytest.raises(LLMBuildError) as err:
+        repo.changed("HEAD")
+    message = str(err.value)
+    assert message.startswith("at HEAD: ") and "max_bach_size" in message and "\n" not in message
+    assert "llmbuild-changed-" not in message  # no temp paths
+    # Not a git repository
+    plain = DiskWorkspace(tmp_path / "plain", tmp_path / "cache2")
+    with pytest.raises(LLMBuildError, match="not in a git repository"):
+        changed_targets(Workspace.load(plain.root, plain.env()), "HEAD", environ=plain.env())
+
+
+def test_nothing_is_left_behind(repo):
+    before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    repo.edit(f"{M0}/BUILD.toml", "max_seq_len = 96", "max_seq_len = 80")
+    repo.changed("HEAD")
+    after = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    assert not {n for n in after - before if n.startswith("llmbuild-changed-")}
+    assert git(repo.top, "worktree", "list").count("\n") == 1
+    assert not (repo.ws.root / "cache").exists() and not (repo.ws.root / "dist").exists()
+
+
+def test_speed(repo):
+    repo.edit(f"{M0}/BUILD.toml", "max_seq_len = 96", "max_seq_len = 80")
+    ws = repo.load()
+    start = time.monotonic()
+    changed_targets(ws, "HEAD", environ=repo.ws.env())
+    assert time.monotonic() - start < 10

@@ -1,0 +1,235 @@
+"""Cross-stage checks: mismatches users find an hour into a GPU job, caught at load time."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from llmbuild.core.errors import LLMBuildError
+from llmbuild.core.workspace import Workspace as LoadedWorkspace
+from llmbuild.toolchains.trtllm import flags
+
+PIPELINE = """\
+[checkpoint.checkpoint]
+source = "hf"
+{checkpoint}
+[engine.engine]
+checkpoint = ":checkpoint"
+max_batch_size = 4
+max_input_len = 48
+max_seq_len = 96
+{engine}
+[repository.repository]
+engine = ":engine"
+{repository}
+[smoke.smoke]
+repository = ":repository"
+prompt = "What is machine learning?"
+max_tokens = 20
+{smoke}
+"""
+
+
+def load(ws, lane: str = "cpu", **env: str) -> LoadedWorkspace:
+    environ = {**os.environ, "LLMBUILD_LANE": lane, **env}
+    return LoadedWorkspace.load(ws.root, environ, verify_sources=lane == "cpu")
+
+
+def workspace(make_workspace, tiny_models, *, pyproject: str = "", **parts: str):
+    ws = make_workspace()
+    ws.write_pyproject(pyproject)
+    text = PIPELINE.format(**{k: parts.get(k, "") for k in ("checkpoint", "engine", "repository", "smoke")})
+    ws.add_model("m", tiny_models[0], parts.get("whole", text))
+    return ws
+
+
+def adapter(directory, rank: int = 8, modules=("q_proj", "v_proj"), dtype=np.float16):
+    directory.mkdir(parents=True)
+    (directory / "adapter_config.json").write_text(json.dumps(
+        {"r": rank, "lora_alpha": 16, "target_modules": list(modules), "peft_type": "LORA"}))
+    save_file({"base_model.model.layers.0.self_attn.q_proj.lora_A.weight": np.zeros((rank, 64), dtype)},
+              str(directory / "adapter_model.safetensors"))
+
+
+CHECKS = {
+    # runtime parameters that need build-time features
+    "kv cache reuse needs paged context fmha": dict(
+        engine="use_paged_context_fmha = false", repository="enable_kv_cache_reuse = true",
+        expect=["[repository.repository]", "enable_kv_cache_reuse", "use_paged_context_fmha", "models/m:engine"]),
+    "chunked context needs paged context fmha": dict(
+        engine="use_paged_context_fmha = false", repository="enable_chunked_context = true",
+        expect=["enable_chunked_context", "use_paged_context_fmha"]),
+    "in-flight batching needs a paged kv cache": dict(
+        engine='kv_cache_type = "continuous"',
+        expect=["[repository.repository]", "inflight_fused_batching", "paged KV cache", "models/m:engine"]),
+    "in-flight batching needs packed input": dict(
+        engine="remove_input_padding = false", expect=["inflight_fused_batching", "--remove_input_padding"]),
+    "in-flight batching needs the attention plugin": dict(
+        engine='gpt_attention_plugin = "disable"', expect=["inflight_fused_batching", "--gpt_attention_plugin"]),
+    # Triton limits against the engine's
+    "triton batch above the engine's": dict(
+        repository="triton_max_batch_size = 16", expect=["triton_max_batch_size 16", "max_batch_size=4"]),
+    "attention window above max_seq_len": dict(
+        repository="max_attention_window_size = 200", expect=["max_attention_window_size", "max_seq_len=96"]),
+    "smoke max_tokens beyond max_seq_len": dict(
+        whole=PIPELINE.format(checkpoint="", engine="", repository="", smoke="").replace(
+            "max_tokens = 20", "max_tokens = 100"),
+        expect=["[smoke.smoke]", "max_tokens 100", "max_seq_len 96"]),
+    # streaming
+    "streaming smoke against a non-decoupled repository": dict(
+        smoke="stream = true", expect=["[smoke.smoke]", "stream", "decoupled = false", "models/m:repository"]),
+    # tokenizer where the server will look
+    "tokenizer without tokenizer files": dict(
+        repository='tokenizer = "empty-tokenizer"', make={"empty-tokenizer/README": "nothing here"},
+        expect=["[repository.repository]", "tokenizer", "holds no tokenizer files"]),
+    "tokenizer that does not load": dict(
+        repository='tokenizer = "broken-tokenizer"', make={"broken-tokenizer/tokenizer.json": "{not json"},
+        expect=["[repository.repository]", "tokenizer", "does not load"]),
+    # LoRA adapters against the engine's LoRA settings
+    "lora adapter rank above max_rank": dict(
+        engine='lora = { max_rank = 4, dirs = ["adapter"] }', adapter=dict(rank=8),
+        expect=["[engine.engine]", "lora.max_rank", "rank 8", "max_rank 4"]),
+    "lora adapter modules the engine lacks": dict(
+        engine='lora = { max_rank = 8, target_modules = ["attn_q"], dirs = ["adapter"] }', adapter=dict(),
+        expect=["[engine.engine]", "lora.target_modules", "v_proj"]),
+    "lora adapter dtype against the plugin": dict(
+        engine='lora = { max_rank = 8, dirs = ["adapter"] }', adapter=dict(dtype=np.float32),
+        expect=["[engine.engine]", "lora.plugin", "float32", "float16"]),
+    "lora target module of a newer version": dict(
+        engine='lora = { target_modules = ["mlp_gate_up"] }',
+        expect=["[engine.engine]", "mlp_gate_up", "1.2.0.dev-main-2025-10 and later"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHECKS))
+def test_cpu_lane_check(case, make_workspace, tiny_models):
+    spec = dict(CHECKS[case])
+    expect = spec.pop("expect")
+    files = spec.pop("make", {})
+    adapter_spec = spec.pop("adapter", None)
+    ws = workspace(make_workspace, tiny_models, **spec)
+    for relative, text in files.items():
+        ws.write(f"models/m/{relative}", text)
+    if adapter_spec is not None:
+        adapter(ws.root / "models/m/adapter", **adapter_spec)
+    with pytest.raises(LLMBuildError) as caught:
+        load(ws)
+    message = str(caught.value)
+    assert "\n" not in message
+    for fragment in expect:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+GPU = {
+    "tp x pp above the host's GPUs": dict(
+        checkpoint="tp_size = 2", pyproject="[tool.llmbuild.host]\ngpus = 1",
+        expect=["[engine.engine]", "gpus", "needs 2 GPUs", "gpus = 1"]),
+    "device list against tp x pp": dict(
+        checkpoint="tp_size = 2", engine="gpus = [0]", expect=["[engine.engine]", "gpus", "1 device"]),
+    "smoke devices against the engine's world size": dict(
+        checkpoint="tp_size = 2", smoke='gpus = [0, 1, 2]\ncontainer = "toolchains/a:a"',
+        expect=["[smoke.smoke]", "gpus", "models/m:engine", "3 device"]),
+    "serving container's TensorRT-LLM against the engine's": dict(
+        engine='container = "toolchains/a:a"', smoke='container = "toolchains/b:b"',
+        expect=["[smoke.smoke]", "container", "TensorRT-LLM 0.16.0", "TensorRT-LLM 0.15.0",
+                "toolchains/a:a", "toolchains/b:b"]),
+    "serving container's TensorRT against the engine's": dict(
+        engine='container = "toolchains/a:a"', smoke='container = "toolchains/c:c"',
+        expect=["[smoke.smoke]", "TensorRT 10.7.0", "TensorRT 10.6.0"]),
+}
+CONTAINERS = {
+    "a": 'image = "nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3"\ntrtllm_version = "0.16.0"\n'
+         'tensorrt_version = "10.7.0"',
+    "b": 'image = "nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3"\ntrtllm_version = "0.15.0"\n'
+         'tensorrt_version = "10.6.0"',
+    "c": 'image = "example/other-trt:1"\ntrtllm_version = "0.16.0"\ntensorrt_version = "10.6.0"',
+}
+
+
+@pytest.mark.parametrize("case", sorted(GPU))
+def test_gpu_lane_check(case, make_workspace, tiny_models):
+    spec = dict(GPU[case])
+    expect = spec.pop("expect")
+    ws = workspace(make_workspace, tiny_models, **spec)
+    ws.write_pyproject(spec.get("pyproject", ""), build_roots=("models", "toolchains"))
+    for name, body in CONTAINERS.items():
+        ws.write(f"toolchains/{name}/BUILD.toml", f"[container.{name}]\n{body}\n")
+    with pytest.raises(LLMBuildError) as caught:
+        load(ws, lane="gpu")
+    message = str(caught.value)
+    for fragment in expect:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_memory_estimate_is_a_warning(make_workspace, tiny_models):
+    ws = workspace(make_workspace, tiny_models, pyproject="[tool.llmbuild.host]\ngpu_memory_gib = 0.0001")
+    loaded = load(ws, lane="gpu")
+    assert len(loaded.warnings) == 1
+    assert "[engine.engine]" in loaded.warnings[0] and "GiB per GPU" in loaded.warnings[0]
+    plan = ws.llmbuild("plan", "--lane", "gpu")
+    assert "warning" in plan.stderr and "gpu_memory_gib = 0.0001" in plan.stderr
+
+
+def test_the_tiny_llama_pipeline_passes_every_check():
+    from conftest import REPO
+
+    for lane in ("cpu", "gpu"):
+        loaded = LoadedWorkspace.load(REPO, {**os.environ, "LLMBUILD_LANE": lane}, verify_sources=lane == "cpu")
+        assert loaded.warnings == []
+        assert {t.kind.name for t in loaded.order if t.address.directory == "models/tiny-llama"} == \
+            {"checkpoint", "engine", "repository", "smoke"}
+
+
+# -- every TensorRT-LLM version against the seed's example and its variants ----------------------
+
+MIXTRAL = """\
+[checkpoint.ckpt]
+source = "/data/hf/mixtral-8x7b-instruct-v01"
+dtype = "float16"
+tp_size = 2
+moe_tp_size = 2
+{checkpoint}
+[engine.tp2]
+checkpoint = ":ckpt"
+max_num_tokens = 13000
+max_batch_size = 128
+use_paged_context_fmha = true
+gemm_plugin = "float16"
+lora = {{ max_rank = 32 }}
+{engine}
+"""
+VARIANTS = {
+    "seed": {},
+    "lora": {"engine": 'lora = { max_rank = 16, target_modules = ["attn_q", "attn_v", "mlp_gate_up"] }'},
+    "fp8": {"checkpoint": 'quantization = { qformat = "fp8", kv_cache_dtype = "fp8", calib_size = 512 }',
+            "engine": "workers = 2"},
+    "int4-awq": {"checkpoint": 'use_weight_only = true\nweight_only_precision = "int4_awq"'},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("version", flags.VERSIONS)
+def test_argv_parses_under_every_version_or_names_the_flag(variant, version, make_workspace):
+    ws = make_workspace()
+    ws.write_pyproject('data_roots = ["/data"]')
+    text = MIXTRAL.format(**{"checkpoint": "", "engine": "", **VARIANTS[variant]})
+    if "lora = {" in VARIANTS[variant].get("engine", ""):
+        text = text.replace("lora = { max_rank = 32 }\n", "")
+    ws.write("models/mixtral/BUILD.toml", text)
+    try:
+        loaded = load(ws, lane="gpu", LLMBUILD_TRTLLM_VERSION=version)
+    except LLMBuildError as err:
+        message = str(err)
+        others = [v for v in flags.VERSIONS if v != version and v in message]
+        assert version in message and (others or "has no trtllm-build" in message or
+                                       "has no convert_checkpoint.py" in message or
+                                       "has no quantize.py" in message), message
+        return
+    for target in loaded.order:
+        for step in loaded.plan(target).steps:
+            argv = [a if isinstance(a, str) else "PATH" for a in step.argv]
+            flags.parse_argv(step.tool, version, argv)  # raises on anything the version refuses

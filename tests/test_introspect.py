@@ -1,0 +1,323 @@
+"""`llmbuild schema` and `llmbuild graph`: the BUILD.toml JSON Schema and the target graph."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+import textwrap
+import tomllib
+
+import pytest
+
+from conftest import REPO, TINY_HF
+from llmbuild.core.target import load_kinds
+from llmbuild.core.workspace import Workspace
+from llmbuild.introspect.graph import (NEVER_RUN, OUTCOME_COLOURS, graph_dot, graph_mermaid,
+                                       load_outcomes, render_png)
+from llmbuild.introspect.schema import buildfile_schema, schema_json, write_schema
+
+jsonschema = pytest.importorskip("jsonschema")
+
+COMMITTED_SCHEMA = REPO / "docs" / "buildfile.schema.json"
+REPO_BUILD_FILES = sorted([*REPO.glob("models/**/BUILD.toml"), *REPO.glob("toolchains/**/BUILD.toml")])
+HAS_DOT = shutil.which("dot") is not None
+
+
+# -- the schema -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return buildfile_schema()
+
+
+def errors(schema: dict, text: str) -> list[str]:
+    document = tomllib.loads(textwrap.dedent(text))
+    found = jsonschema.Draft202012Validator(schema).iter_errors(document)
+    return sorted(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in found)
+
+
+def test_committed_schema_is_fresh():
+    assert COMMITTED_SCHEMA.is_file(), f"{COMMITTED_SCHEMA} is missing"
+    assert COMMITTED_SCHEMA.read_text() == schema_json(), (
+        "docs/buildfile.schema.json is stale: regenerate it with "
+        "`python -m llmbuild.introspect.schema docs/buildfile.schema.json`")
+
+
+def test_schema_is_deterministic_and_valid(schema, tmp_path):
+    assert schema_json() == schema_json()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"] and schema["title"]
+    jsonschema.Draft202012Validator.check_schema(schema)
+    written = write_schema(tmp_path / "sub" / "buildfile.schema.json")
+    assert written.read_text() == schema_json()
+    assert json.loads(written.read_text()) == schema
+
+
+def test_schema_follows_the_kinds(schema):
+    """Generated, not hand-written: one property per kind, one schema property per field,
+    the fields' descriptions, and every $ref resolves."""
+    kinds = load_kinds()
+    assert set(schema["properties"]) == set(kinds) | {"defaults"}
+    assert set(schema["properties"]["defaults"]["properties"]) == set(kinds)
+    assert schema["additionalProperties"] is False
+    for name, kind in kinds.items():
+        table = schema["properties"][name]
+        assert table["propertyNames"]["pattern"] == "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+        target = schema["$defs"][table["additionalProperties"]["$ref"].rsplit("/", 1)[1]]
+        assert set(target["properties"]) == set(kind.Fields.model_fields)
+        assert target["additionalProperties"] is False
+        required = {f for f, info in kind.Fields.model_fields.items() if info.is_required()}
+        assert set(target.get("required", [])) == required
+        for field, info in kind.Fields.model_fields.items():
+            if info.description:
+                assert target["properties"][field]["description"] == info.description
+        defaults = schema["$defs"][schema["properties"]["defaults"]["properties"][name]["$ref"].rsplit("/", 1)[1]]
+        assert "required" not in defaults and set(defaults["properties"]) == set(target["properties"])
+    text = json.dumps(schema)
+    for ref in re.findall(r'"\$ref": "#/\$defs/([^"]+)"', text):
+        assert ref in schema["$defs"], ref
+    # Only keywords that draft 7 reads the same way (Taplo may validate with an older dialect).
+    for keyword in ("prefixItems", "$dynamicRef", "$dynamicAnchor", "unevaluatedProperties",
+                    "unevaluatedItems", "dependentRequired", "dependentSchemas", '"type": "null"'):
+        assert keyword not in text
+
+
+@pytest.mark.parametrize("path", REPO_BUILD_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_repository_build_files_validate(schema, path):
+    document = tomllib.loads(path.read_text())
+    for validator in (jsonschema.Draft202012Validator, jsonschema.Draft7Validator):
+        assert [e.message for e in validator(schema).iter_errors(document)] == []
+
+
+def test_repository_has_build_files():
+    assert any(p.match("models/*/BUILD.toml") for p in REPO_BUILD_FILES)
+    assert any(p.match("toolchains/*/BUILD.toml") for p in REPO_BUILD_FILES)
+
+
+def test_valid_buildfile_with_defaults(schema):
+    assert errors(schema, """
+        [defaults.engine]
+        max_batch_size = 8          # a partial engine: checkpoint is not needed here
+        lora = { max_rank = 16 }
+
+        [defaults.checkpoint]
+        lanes = ["gpu"]
+
+        [checkpoint.ckpt]
+        source = "hf"
+        tp_size = 2
+        quantization = { qformat = "fp8", calib_size = 64 }
+
+        [engine."tp2.fp8"]
+        checkpoint = ":ckpt"
+        max_num_tokens = 4096
+        use_paged_context_fmha = true
+
+        [repository.serve]
+        engine = ":tp2.fp8"
+        kv_cache_free_gpu_mem_fraction = 0.9
+        extra_parameters = { custom = 1, flag = true }
+
+        [smoke.generate]
+        repository = ":serve"
+        prompt = "hi"
+        requests = [{ prompt = "a", max_tokens = 3, endpoint = "tensorrt_llm_bls" }]
+
+        [container.trtllm]
+        image = "nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3"
+        """) == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[engine.e]\ncheckpoint = ':c'\nmax_batch_sise = 4\n", "engine/e: Additional properties are not allowed ('max_batch_sise'"),
+    ("[engin.e]\ncheckpoint = ':c'\n", ": Additional properties are not allowed ('engin'"),
+    ("[engine.e]\ncheckpoint = ':c'\nmax_batch_size = 'four'\n", "engine/e/max_batch_size: 'four' is not of type 'integer'"),
+    ("[engine.e]\ncheckpoint = ':c'\nmax_batch_size = 0\n", "engine/e/max_batch_size: 0 is less than or equal to the minimum of 0"),
+    ("[checkpoint.c]\nsource = 'hf'\ndtype = 'flaot16'\n", "checkpoint/c/dtype: 'flaot16' is not one of"),
+    ("[engine.e]\nmax_batch_size = 4\n", "engine/e: 'checkpoint' is a required property"),
+    ("[engine.e]\ncheckpoint = ':c'\nlora = { max_rank = 8, rnak = 2 }\n", "engine/e/lora: Additional properties are not allowed ('rnak'"),
+    ("[smoke.s]\nrepository = ':r'\nrequests = [{ max_tokens = 3 }]\n", "smoke/s/requests/0: 'prompt' is a required property"),
+    ("[engine.\"-e\"]\ncheckpoint = ':c'\n", "engine: '-e' does not match"),
+    ("[defaults.engin]\nmax_batch_size = 4\n", "defaults: Additional properties are not allowed ('engin'"),
+    ("[defaults.engine]\nmax_batch_sise = 4\n", "defaults/engine: Additional properties are not allowed ('max_batch_sise'"),
+    ("[defaults.engine]\nmax_batch_size = true\n", "defaults/engine/max_batch_size: True is not of type 'integer'"),
+    ("[container.c]\nbuild_args = { X = 1 }\n", "container/c/build_args/X: 1 is not of type 'string'"),
+    ("engine = 3\n", "engine: 3 is not of type 'object'"),
+])
+def test_invalid_buildfiles_fail(schema, text, expected):
+    found = errors(schema, text)
+    assert any(e.startswith(expected) for e in found), found
+
+
+# -- the graph --------------------------------------------------------------------------------
+
+@pytest.fixture
+def graph_ws(make_workspace) -> Workspace:
+    """Two directories, a cross-directory reference and a GPU-only target (skipped on the CPU lane)."""
+    w = make_workspace()
+    w.add_model("a", TINY_HF, """\
+        [checkpoint.ckpt]
+        source = "hf"
+
+        [engine.engine]
+        checkpoint = ":ckpt"
+        max_batch_size = 4
+        max_input_len = 64
+        max_seq_len = 96
+
+        [engine.gpu]
+        checkpoint = ":ckpt"
+        lanes = ["gpu"]
+        """)
+    w.write("models/b/BUILD.toml", """\
+        [repository.serve]
+        engine = "models/a:engine"
+
+        [repository.gpu-serve]
+        engine = "models/a:gpu"
+        """)
+    return Workspace.load(w.root, environ={})
+
+
+ADDRESSES = ["models/a:ckpt", "models/a:engine", "models/a:gpu", "models/b:gpu-serve", "models/b:serve"]
+EDGES = {("models/a:ckpt", "models/a:engine", "checkpoint"), ("models/a:ckpt", "models/a:gpu", "checkpoint"),
+         ("models/a:engine", "models/b:serve", "engine"), ("models/a:gpu", "models/b:gpu-serve", "engine")}
+OUTCOMES = {"models/a:ckpt": "built", "models/a:engine": "restored", "models/b:serve": "failed",
+            "models/a:gpu": "skipped"}
+
+
+def dot_nodes(dot: str) -> dict[str, str]:
+    return dict(re.findall(r'^\s*"([^"]*:[^"]*)" (\[.*\]);$', dot, re.M))
+
+
+def dot_edges(dot: str) -> set[tuple[str, str, str]]:
+    return {(a, b, label) for a, b, label in
+            re.findall(r'^\s*"([^"]+)" -> "([^"]+)" \[label="([^"]+)"\];$', dot, re.M)}
+
+
+def test_dot_has_every_address_edge_and_cluster(graph_ws):
+    dot = graph_dot(graph_ws, graph_ws.select([]), {})
+    assert sorted(dot_nodes(dot)) == ADDRESSES
+    assert dot_edges(dot) == EDGES
+    assert 'label="models/a"' in dot and 'label="models/b"' in dot
+    assert dot.count('subgraph "cluster_') == 3  # two directories and the legend
+    assert 'label="models/a:engine\\nengine"' in dot
+
+
+def test_dot_selection_brings_its_dependencies(graph_ws):
+    dot = graph_dot(graph_ws, graph_ws.select(["models/b:serve"]), {})
+    assert sorted(dot_nodes(dot)) == ["models/a:ckpt", "models/a:engine", "models/b:serve"]
+    assert dot_edges(dot) == {("models/a:ckpt", "models/a:engine", "checkpoint"),
+                              ("models/a:engine", "models/b:serve", "engine")}
+
+
+def test_dot_colours_follow_outcomes_and_lane_skips_are_dashed(graph_ws):
+    nodes = dot_nodes(graph_dot(graph_ws, graph_ws.select([]), OUTCOMES))
+    for address in ADDRESSES:
+        fill, border = OUTCOME_COLOURS[OUTCOMES.get(address, NEVER_RUN)]
+        assert f'fillcolor="{fill}", color="{border}"' in nodes[address], address
+    for address in ("models/a:gpu", "models/b:gpu-serve"):
+        assert "dashed" in nodes[address]
+        assert re.search(r'tooltip="skipped: [^"]*(gpu lane|skipped)', nodes[address]), nodes[address]
+    for address in ("models/a:ckpt", "models/a:engine", "models/b:serve"):
+        assert "dashed" not in nodes[address]
+
+
+def test_dot_legend_and_determinism(graph_ws):
+    targets = graph_ws.select([])
+    dot = graph_dot(graph_ws, targets, OUTCOMES)
+    assert dot == graph_dot(graph_ws, list(reversed(targets)), dict(reversed(OUTCOMES.items())))
+    for outcome, (fill, _) in OUTCOME_COLOURS.items():
+        assert f'label="{outcome}", fillcolor="{fill}"' in dot
+    assert "cpu lane" in dot
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz dot is not installed")
+def test_dot_parses_with_graphviz(graph_ws, tmp_path):
+    dot = graph_dot(graph_ws, graph_ws.select([]), OUTCOMES)
+    svg = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True).stdout
+    svg = html.unescape(svg)
+    for address in ADDRESSES:
+        assert f"<title>{address}</title>" in svg
+    assert "skipped: declared for the gpu lane only" in svg  # the tooltip
+    for dep, dependent, field in EDGES:
+        assert f"<title>{dep}->{dependent}</title>" in svg
+    assert svg.count('class="edge"') == len(EDGES)  # the legend's layout edges are invisible
+
+
+def test_dot_quotes_awkward_text(graph_ws):
+    target = graph_ws.targets_by_name["models/a:gpu"]
+    target.unavailable = 'needs "x" \\ y\nz'
+    dot = graph_dot(graph_ws, [target], {})
+    assert 'tooltip="skipped: needs \\"x\\" \\\\ y\\nz"' in dot
+    if HAS_DOT:
+        subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True)
+
+
+def mermaid_nodes(text: str) -> dict[str, str]:
+    """address -> node id, from lines like `t_x["models/a:ckpt<br/>checkpoint"]`."""
+    return {label.split("<br/>")[0]: node for node, label in re.findall(r'^\s+(t_\w+)\["([^"]*)"\]$', text, re.M)}
+
+
+def test_mermaid_edges_groups_and_colours(graph_ws):
+    text = graph_mermaid(graph_ws, graph_ws.select([]), OUTCOMES)
+    assert text.startswith("flowchart LR\n")
+    nodes = mermaid_nodes(text)
+    assert sorted(nodes) == ADDRESSES
+    address_of = {node: address for address, node in nodes.items()}
+    edges = {(address_of[a], address_of[b], field)
+             for a, field, b in re.findall(r'^\s+(t_\w+) -->\|"([^"]+)"\| (t_\w+)$', text, re.M)}
+    assert edges == EDGES
+    assert re.search(r'subgraph \w+\["models/a"\]', text) and re.search(r'subgraph \w+\["models/b"\]', text)
+    classes = {}
+    for members, cls in re.findall(r"^\s+class (\S+) (\w+)$", text, re.M):
+        for member in members.split(","):
+            classes[member] = cls
+    for address in ADDRESSES:
+        expected = OUTCOMES.get(address, NEVER_RUN).replace("-", "_").replace(" ", "_")
+        assert classes[nodes[address]] == expected, address
+    for outcome, (fill, _) in OUTCOME_COLOURS.items():
+        assert f"fill:{fill}" in text
+    dashed = set(re.findall(r"^\s+style (\w+) stroke-dasharray", text, re.M))
+    assert {nodes["models/a:gpu"], nodes["models/b:gpu-serve"]} <= dashed
+    assert nodes["models/a:engine"] not in dashed
+    assert text == graph_mermaid(graph_ws, list(reversed(graph_ws.select([]))), OUTCOMES)
+
+
+def test_load_outcomes(tmp_path):
+    assert load_outcomes(tmp_path) == {}
+    (tmp_path / "run.json").write_text("{not json")
+    assert load_outcomes(tmp_path) == {}
+    (tmp_path / "run.json").write_text('["a list"]')
+    assert load_outcomes(tmp_path) == {}
+    (tmp_path / "run.json").write_text(json.dumps({"targets": [
+        {"address": "models/a:ckpt", "kind": "checkpoint", "outcome": "built", "key": "k", "seconds": 1.0},
+        {"address": "models/a:engine", "kind": "engine", "outcome": "up-to-date", "key": "k", "seconds": 0},
+        {"address": 3, "outcome": "built"}, "junk"]}))
+    assert load_outcomes(str(tmp_path)) == {"models/a:ckpt": "built", "models/a:engine": "up-to-date"}
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz dot is not installed")
+def test_render_png(graph_ws, tmp_path):
+    out = tmp_path / "out" / "graph.png"
+    assert render_png(graph_dot(graph_ws, graph_ws.select([]), OUTCOMES), out) is True
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert [p.name for p in out.parent.iterdir()] == ["graph.png"]  # no temporary file left
+
+
+def test_render_png_without_dot(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert render_png("digraph { a }", tmp_path / "g.png") is False
+    assert not (tmp_path / "g.png").exists()
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz dot is not installed")
+def test_render_png_rejects_bad_dot(tmp_path):
+    from llmbuild.core.errors import LLMBuildError
+
+    with pytest.raises(LLMBuildError, match="dot failed"):
+        render_png("digraph { a -> }", tmp_path / "g.png")
+    assert list(tmp_path.iterdir()) == []
