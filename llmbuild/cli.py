@@ -3,6 +3,9 @@
     llmbuild plan [--json] [--lane cpu|gpu] [SPEC...]   the steps (lane, program, argv) of each target
     llmbuild render ADDRESS --out DIR [--lane cpu|gpu] the files a repository target would produce
     llmbuild explain ADDRESS...                         why each would rebuild (or not)
+    llmbuild graph [--format dot|mermaid|png] [SPEC...] the target graph, coloured by the last run
+    llmbuild changed --since REV                        targets a git change affects (for CI)
+    llmbuild schema [--out FILE]                        JSON Schema of BUILD.toml, for editors
 """
 
 from __future__ import annotations
@@ -101,6 +104,37 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_schema(args) -> int:
+    from .introspect.schema import schema_json, write_schema
+
+    if args.out:
+        print(f"wrote {write_schema(args.out)}")
+    else:
+        sys.stdout.write(schema_json())
+    return 0
+
+
+def cmd_graph(args) -> int:
+    from .introspect.graph import graph_dot, graph_mermaid, load_outcomes, render_png
+
+    ws = _load(args)
+    targets, outcomes = ws.select(args.specs), load_outcomes(ws.dist)
+    if args.format == "png":
+        out = Path(args.out or "llmbuild-graph.png")
+        if not render_png(graph_dot(ws, targets, outcomes), out):
+            raise LLMBuildError("a PNG needs Graphviz's `dot` (Debian: apt-get install graphviz); "
+                                "--format dot or mermaid work without it")
+        print(f"wrote {out}")
+        return 0
+    text = (graph_dot if args.format == "dot" else graph_mermaid)(ws, targets, outcomes)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmbuild",
@@ -133,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "from cache' when nothing would build.")
     why.add_argument("specs", nargs="+", metavar="ADDRESS")
     why.set_defaults(func=cmd_explain)
+
+    graph = sub.add_parser("graph", help="the target graph as DOT, Mermaid or PNG, coloured by the last run",
+                           description="Draw the selected targets and their dependencies, grouped by "
+                           "directory, coloured by their outcome in dist/run.json.")
+    graph.add_argument("specs", nargs="*", metavar="SPEC")
+    graph.add_argument("--format", choices=["dot", "mermaid", "png"], default="dot")
+    graph.add_argument("--out", help="file to write (default: stdout; llmbuild-graph.png for png)")
+    graph.set_defaults(func=cmd_graph)
+
+    schema = sub.add_parser("schema", help="the JSON Schema of BUILD.toml (for editors)",
+                            description="Print (or write with --out) the JSON Schema of BUILD.toml "
+                            "files, generated from the registered kinds. See docs/editors.md.")
+    schema.add_argument("--out", help="file to write instead of stdout")
+    schema.set_defaults(func=cmd_schema)
     return parser
 
 

@@ -19,7 +19,6 @@ from llmbuild.introspect.graph import (NEVER_RUN, OUTCOME_COLOURS, graph_dot, gr
                                        load_outcomes, render_png)
 from llmbuild.introspect.schema import buildfile_schema, schema_json, write_schema
 
-jsonschema = pytest.importorskip("jsonschema")
 
 COMMITTED_SCHEMA = REPO / "docs" / "buildfile.schema.json"
 REPO_BUILD_FILES = sorted([*REPO.glob("models/**/BUILD.toml"), *REPO.glob("toolchains/**/BUILD.toml")])
@@ -29,11 +28,19 @@ HAS_DOT = shutil.which("dot") is not None
 # -- the schema -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
+def jsonschema():
+    """The `jsonschema` package (the `test` extra); only the schema tests need it."""
+    import jsonschema  # the test extra installs it
+
+    return jsonschema
+
+
+@pytest.fixture(scope="module")
 def schema() -> dict:
     return buildfile_schema()
 
 
-def errors(schema: dict, text: str) -> list[str]:
+def errors(jsonschema, schema: dict, text: str) -> list[str]:
     document = tomllib.loads(textwrap.dedent(text))
     found = jsonschema.Draft202012Validator(schema).iter_errors(document)
     return sorted(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in found)
@@ -46,7 +53,7 @@ def test_committed_schema_is_fresh():
         "`python -m llmbuild.introspect.schema docs/buildfile.schema.json`")
 
 
-def test_schema_is_deterministic_and_valid(schema, tmp_path):
+def test_schema_is_deterministic_and_valid(jsonschema, schema, tmp_path):
     assert schema_json() == schema_json()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["$id"] and schema["title"]
@@ -85,8 +92,33 @@ def test_schema_follows_the_kinds(schema):
         assert keyword not in text
 
 
+def test_nested_models_of_the_same_name_do_not_collide(monkeypatch, jsonschema):
+    """Two kinds whose nested tables are different models that share a name keep both."""
+    from llmbuild.core.target import FieldGroup, Kind, TargetFields
+    from llmbuild.introspect import schema as schema_module
+
+    def kind(kind_name: str, group: type) -> Kind:
+        fields = type(f"{kind_name.title()}Fields", (TargetFields,), {
+            "__annotations__": {"opts": group | None}, "opts": None})
+        return type(kind_name.title(), (Kind,), {"name": kind_name, "Fields": fields})()
+
+    class Options(FieldGroup):
+        size: int
+
+    a_options = Options
+    Options = type("Options", (FieldGroup,), {"__annotations__": {"mode": str}})  # noqa: N806
+    monkeypatch.setattr(schema_module, "load_kinds", lambda: {"alpha": kind("alpha", a_options),
+                                                              "beta": kind("beta", Options)})
+    generated = schema_module.buildfile_schema()
+    assert {"Options", "beta.Options"} <= set(generated["$defs"])
+    validator = jsonschema.Draft202012Validator(generated)
+    assert validator.is_valid({"alpha": {"x": {"opts": {"size": 1}}}, "beta": {"y": {"opts": {"mode": "m"}}}})
+    assert not validator.is_valid({"beta": {"y": {"opts": {"size": 1}}}})
+    assert not validator.is_valid({"alpha": {"x": {"opts": {"mode": "m"}}}})
+
+
 @pytest.mark.parametrize("path", REPO_BUILD_FILES, ids=lambda p: str(p.relative_to(REPO)))
-def test_repository_build_files_validate(schema, path):
+def test_repository_build_files_validate(jsonschema, schema, path):
     document = tomllib.loads(path.read_text())
     for validator in (jsonschema.Draft202012Validator, jsonschema.Draft7Validator):
         assert [e.message for e in validator(schema).iter_errors(document)] == []
@@ -97,8 +129,8 @@ def test_repository_has_build_files():
     assert any(p.match("toolchains/*/BUILD.toml") for p in REPO_BUILD_FILES)
 
 
-def test_valid_buildfile_with_defaults(schema):
-    assert errors(schema, """
+def test_valid_buildfile_with_defaults(jsonschema, schema):
+    assert errors(jsonschema, schema, """
         [defaults.engine]
         max_batch_size = 8          # a partial engine: checkpoint is not needed here
         lora = { max_rank = 16 }
@@ -147,8 +179,8 @@ def test_valid_buildfile_with_defaults(schema):
     ("[container.c]\nbuild_args = { X = 1 }\n", "container/c/build_args/X: 1 is not of type 'string'"),
     ("engine = 3\n", "engine: 3 is not of type 'object'"),
 ])
-def test_invalid_buildfiles_fail(schema, text, expected):
-    found = errors(schema, text)
+def test_invalid_buildfiles_fail(jsonschema, schema, text, expected):
+    found = errors(jsonschema, schema, text)
     assert any(e.startswith(expected) for e in found), found
 
 
@@ -224,6 +256,8 @@ def test_dot_colours_follow_outcomes_and_lane_skips_are_dashed(graph_ws):
         assert re.search(r'tooltip="skipped: [^"]*(gpu lane|skipped)', nodes[address]), nodes[address]
     for address in ("models/a:ckpt", "models/a:engine", "models/b:serve"):
         assert "dashed" not in nodes[address]
+    unknown = dot_nodes(graph_dot(graph_ws, graph_ws.select([]), {"models/a:ckpt": "exploded"}))
+    assert 'fillcolor="{}"'.format(OUTCOME_COLOURS[NEVER_RUN][0]) in unknown["models/a:ckpt"]
 
 
 def test_dot_legend_and_determinism(graph_ws):
@@ -235,7 +269,6 @@ def test_dot_legend_and_determinism(graph_ws):
     assert "cpu lane" in dot
 
 
-@pytest.mark.skipif(not HAS_DOT, reason="Graphviz dot is not installed")
 def test_dot_parses_with_graphviz(graph_ws, tmp_path):
     dot = graph_dot(graph_ws, graph_ws.select([]), OUTCOMES)
     svg = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True).stdout
@@ -300,7 +333,6 @@ def test_load_outcomes(tmp_path):
     assert load_outcomes(str(tmp_path)) == {"models/a:ckpt": "built", "models/a:engine": "up-to-date"}
 
 
-@pytest.mark.skipif(not HAS_DOT, reason="Graphviz dot is not installed")
 def test_render_png(graph_ws, tmp_path):
     out = tmp_path / "out" / "graph.png"
     assert render_png(graph_dot(graph_ws, graph_ws.select([]), OUTCOMES), out) is True
@@ -314,7 +346,6 @@ def test_render_png_without_dot(monkeypatch, tmp_path):
     assert not (tmp_path / "g.png").exists()
 
 
-@pytest.mark.skipif(not HAS_DOT, reason="Graphviz dot is not installed")
 def test_render_png_rejects_bad_dot(tmp_path):
     from llmbuild.core.errors import LLMBuildError
 

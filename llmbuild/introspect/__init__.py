@@ -1,1 +1,1 @@
-"""Introspection of a workspace: the BUILD.toml JSON Schema and the target graph."""
+"""Introspection of a workspace for the `llmbuild` command: BUILD.toml schema, target graph, ..."""
