@@ -135,6 +135,24 @@ def cmd_graph(args) -> int:
     return 0
 
 
+def cmd_changed(args) -> int:
+    from .introspect.changed import changed_targets
+
+    environ = dict(os.environ)
+    if args.lane:
+        environ["LLMBUILD_LANE"] = args.lane
+    ws = _load(args, verify_sources=True)
+    report = changed_targets(ws, args.since, environ=environ)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0
+    for address in report.affected:
+        print(address if args.quiet else f"{address}  ({report.reasons[address]})")
+    if report.removed and not args.quiet:
+        print("removed since " + args.since + ": " + ", ".join(report.removed), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmbuild",
@@ -175,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", choices=["dot", "mermaid", "png"], default="dot")
     graph.add_argument("--out", help="file to write (default: stdout; llmbuild-graph.png for png)")
     graph.set_defaults(func=cmd_graph)
+
+    changed = sub.add_parser("changed", help="the targets whose keys a git change affects (build only those in CI)",
+                             description="Compare every target's inputs now (working tree) with REV: "
+                             "BUILD.toml and [defaults] edits, source files, toolchain files; targets "
+                             "depending on an affected one are affected too. Prints one address per line; "
+                             "`doit $(llmbuild changed --since origin/main -q)` builds them.")
+    changed.add_argument("--since", required=True, metavar="REV", help="git revision to compare with")
+    changed.add_argument("--json", action="store_true", help="addresses with reasons, as JSON")
+    changed.add_argument("-q", "--quiet", action="store_true", help="addresses only")
+    changed.add_argument("--lane", choices=["cpu", "gpu"], help="for this lane instead of the active one")
+    changed.set_defaults(func=cmd_changed)
 
     schema = sub.add_parser("schema", help="the JSON Schema of BUILD.toml (for editors)",
                             description="Print (or write with --out) the JSON Schema of BUILD.toml "

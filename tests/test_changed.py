@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,6 +116,12 @@ def repo(request, tmp_path, tiny_models) -> Repo:
     return Repo(top, ws)
 
 
+def flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def addresses(*pairs: tuple[str, str]) -> set[str]:
     return {f"{d}:{n}" for d, n in pairs}
 
@@ -153,10 +160,7 @@ def test_checkpoint_field_edit_affects_checkpoint_and_engine(repo):
 
 
 def test_weight_byte_change_affects_that_models_checkpoint_and_engine(repo):
-    weights = repo.ws.root / M0 / "hf" / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    flip_last_byte(repo.ws.root / M0 / "hf" / "model.safetensors")
     repo.commit("weights")
     report = repo.changed()
     assert report.affected == [f"{M0}:checkpoint", f"{M0}:engine"]
@@ -227,7 +231,10 @@ def test_ignored_weights_are_the_same_on_both_sides(repo):
     """Weights fetched by a script and git-ignored: no false positives, and the REV side sees them."""
     repo.ws.write(".gitignore", "models/m2/hf/\n")
     git(repo.top, "rm", "-r", "-q", "--cached", str(repo.ws.root / M2_ / "hf"))
+    # The engine's plan reads the model's config (LoRA plugin dtype = the model's torch_dtype).
+    repo.edit(f"{M2_}/BUILD.toml", "max_seq_len = 96", "max_seq_len = 96\nlora = { max_rank = 8 }")
     repo.commit("ignore m2 weights")
+    assert "lora_plugin" in repo.load().plan(repo.load().target(f"{M2_}:engine")).params
     repo.edit(f"{M2_}/BUILD.toml", "[repository.serve]", "[repository.serve]\ndecoupled = true")
     report = repo.changed("HEAD")
     assert report.affected == [f"{M2_}:serve"]
@@ -283,6 +290,23 @@ def test_trtllm_version_change_affects_every_tool_target(repo):
     assert report.reasons[f"{M0}:checkpoint"] == "toolchain changed: trtllm_version"
 
 
+def test_llmbuild_code_in_the_same_repository_affects_everything(repo, monkeypatch):
+    """Keys hold digests of llmbuild's own code (stand-ins, generators); REV's code cannot be run,
+    so when llmbuild lives in the compared repository, any change to it affects every target."""
+    from llmbuild.introspect import changed
+
+    package = repo.top / "tools" / "llmbuild"
+    package.mkdir(parents=True)
+    (package / "stand_in.py").write_text("VERSION = 1\n")
+    repo.commit("vendored llmbuild")
+    monkeypatch.setattr(changed, "_PACKAGE", package)
+    assert repo.affected("HEAD") == set()
+    (package / "stand_in.py").write_text("VERSION = 2\n")
+    report = repo.changed("HEAD")
+    assert len(report.affected) == 7
+    assert report.reasons[f"{M0}:checkpoint"] == "llmbuild's code changed (tools/llmbuild/stand_in.py)"
+
+
 def test_workspace_new_since_rev(repo):
     """At a revision before the workspace existed, everything is new."""
     git(repo.top, "checkout", "-q", "--orphan", "other")
@@ -314,10 +338,10 @@ def test_errors_are_one_clear_line(repo, tmp_path):
 
 
 def test_nothing_is_left_behind(repo):
-    before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    before = set(os.listdir(tempfile.gettempdir()))
     repo.edit(f"{M0}/BUILD.toml", "max_seq_len = 96", "max_seq_len = 80")
     repo.changed("HEAD")
-    after = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    after = set(os.listdir(tempfile.gettempdir()))
     assert not {n for n in after - before if n.startswith("llmbuild-changed-")}
     assert git(repo.top, "worktree", "list").count("\n") == 1
     assert not (repo.ws.root / "cache").exists() and not (repo.ws.root / "dist").exists()
@@ -329,3 +353,34 @@ def test_speed(repo):
     start = time.monotonic()
     changed_targets(ws, "HEAD", environ=repo.ws.env())
     assert time.monotonic() - start < 10
+
+
+def test_stat_only_changes_in_the_working_tree_change_nothing(repo):
+    for path in (repo.ws.root / M0 / "hf").iterdir():
+        os.utime(path, (12345, 12345))
+    (repo.ws.root / M2_ / "BUILD.toml").write_text((repo.ws.root / M2_ / "BUILD.toml").read_text())
+    assert repo.affected("HEAD") == set()
+
+
+def test_sources_through_symlinks(repo, tmp_path, tiny_models):
+    """A symlinked weights file inside the repository, and a relative symlink to a data root."""
+    shared = repo.ws.root / "shared"
+    shutil.copytree(tiny_models[1], shared / "hf")
+    weights = repo.ws.root / "models/m4/hf/model.safetensors"
+    repo.ws.add_model("m4", tiny_models[1])
+    weights.unlink()
+    weights.symlink_to(os.path.relpath(shared / "hf" / "model.safetensors", weights.parent))
+    data = tmp_path / "data"
+    shutil.copytree(tiny_models[2], data / "hf2")
+    repo.ws.write_pyproject(f'data_roots = ["{data}"]')
+    repo.ws.add_model("m5", tiny_models[2])
+    shutil.rmtree(repo.ws.root / "models/m5/hf")
+    (repo.ws.root / "models/m5/hf").symlink_to(os.path.relpath(data / "hf2", repo.ws.root / "models/m5"))
+    repo.commit("symlinks")
+    ws = repo.load()
+    assert ws.target("models/m5:checkpoint").sources["source"] == data / "hf2"
+    assert repo.affected("HEAD") == set()
+    data_file = data / "hf2" / "model.safetensors"
+    flip_last_byte(data_file)  # outside git: not a change
+    flip_last_byte(shared / "hf" / "model.safetensors")
+    assert repo.affected("HEAD") == {"models/m4:checkpoint", "models/m4:engine"}

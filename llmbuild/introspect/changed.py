@@ -41,12 +41,16 @@ from ..core.workspace import Workspace
 __all__ = ["ChangedReport", "changed_targets"]
 
 _CHUNK = 1 << 20
+#: llmbuild itself: when it lives in the compared repository, its changes may change every key.
+_PACKAGE = Path(__file__).resolve().parent.parent
 #: git statuses (`diff --name-status`, plus "?" for untracked) whose path REV does not have.
 _ABSENT_AT_REV = {"A", "?"}
 
 
 @dataclass
 class ChangedReport:
+    """What `changed_targets` found; `reasons` has an entry for every affected address."""
+
     affected: list[str]  # addresses, dependencies first (the workspace's order)
     reasons: dict[str, str]  # address -> short human reason
     removed: list[str]  # addresses REV had and the working tree does not
@@ -73,7 +77,7 @@ def changed_targets(ws: Workspace, since: str, *, environ: Mapping[str, str] | N
         rev_top = tmp_path / "tree"
         rev_top.mkdir()
         git.materialise(commit, prefix, rev_top, top)
-        sides = _Sides(ws, git, top, prefix, commit, rev_top)
+        sides = _Sides(ws, git, top, prefix, commit, rev_top, tmp_path)
         sides.overlay_ignored()
         rev_ws = sides.load_rev(since, environ, tmp_path)
         sides.collect_changes(rev_ws)
@@ -142,6 +146,8 @@ class _Git:
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env) as proc:
             try:
                 for mode, obj, path in entries:
+                    if any(part in ("", ".", "..", ".git") for part in path.split("/")):
+                        continue  # git never checks such a path out; neither do we
                     out = dest / path
                     out.parent.mkdir(parents=True, exist_ok=True)
                     if mode == "160000":  # a submodule: its commit, not its files
@@ -223,8 +229,11 @@ def _inside(path: Path, root: Path) -> bool:
 class _Sides:
     """Maps both sides' source paths to repository paths and lists their files."""
 
-    def __init__(self, ws: Workspace, git: _Git, top: Path, prefix: str, commit: str, rev_top: Path):
-        self.ws, self.git, self.top, self.prefix, self.commit, self.rev_top = ws, git, top, prefix, commit, rev_top
+    def __init__(self, ws: Workspace, git: _Git, top: Path, prefix: str, commit: str, rev_top: Path,
+                 scratch: Path):
+        self.ws, self.git, self.top, self.prefix, self.commit = ws, git, top, prefix, commit
+        self.rev_top, self.scratch = rev_top, scratch
+        self.code_changes: list[str] = []  # changed files of llmbuild itself, when it lives in this repo
         self.changes: dict[str, str] = {}
         self._changed_sorted: list[str] = []
         self._listings: dict[Path, dict[str, str] | None] = {}
@@ -287,10 +296,16 @@ class _Sides:
                     rel = self.repo_path(path, rev=side)
                     if rel and self.prefix and not (rel + "/").startswith(self.prefix):
                         specs.add(rel)  # inside the repository, outside the workspace (a data root)
+        package = self.repo_path(_PACKAGE, rev=False)
+        if self.prefix and package:
+            specs.add(package)
         if not self.prefix:
             specs = set()
         self.changes = self.git.changes(self.commit, sorted(specs))
         self._changed_sorted = sorted(self.changes)
+        if package:  # keys hold digests of llmbuild's own code; REV's code cannot run here
+            self.code_changes = [p for p, _ in self._changed_below(package)
+                                 if "__pycache__" not in p.split("/")]
 
     # digests
 
@@ -302,11 +317,14 @@ class _Sides:
     def _tree_files(self, path: Path) -> dict[str, str]:
         try:
             return self._digest_cache().tree_files(path)
-        except sqlite3.Error:  # the user's cache is not writable here: hash without it
-            if self._spare_digests is None:
-                self._spare_digests = DigestCache(Path(tempfile.mkdtemp(prefix="llmbuild-digests-")) / "d.sqlite3")
-            self._digests = self._spare_digests
-            return self._spare_digests.tree_files(path)
+        except (sqlite3.Error, OSError):  # e.g. a read-only shared cache: hash without it
+            if self._digests is self._spare_digests:
+                try:
+                    return self._digests.tree_files(path)
+                except OSError as err:
+                    raise LLMBuildError(f"cannot read source {path}: {err.strerror or err}") from None
+            self._digests = self._spare_digests = DigestCache(self.scratch / "digests.sqlite3")
+            return self._tree_files(path)
 
     def listing(self, path: Path) -> dict[str, str] | None:
         """The working tree's {relative file: digest} of a source (None if missing)."""
@@ -354,30 +372,23 @@ class _Sides:
             files = self.listing(work_path)
             return "missing" if files is None else digest_of_listing(files)
         if rel not in self._rev_listings:
-            files = dict(self.listing(work_path) or {})
-            changes_below = self._changed_below(rel)
-            if changes_below or any(p in self.changes for p in _ancestors(rel)):
-                rev_files: dict[str, str] = {}
-                for name, digest in files.items():
-                    file_rel = f"{rel}/{name}" if name else rel
-                    status = self._change_of(file_rel, work_path / name if name else work_path)
-                    if status is None:
-                        rev_files[name] = digest
-                    elif status not in _ABSENT_AT_REV:
-                        rev_files[name] = f"changed-since-rev:{file_rel}"
-                for changed, status in changes_below:
-                    if status == "D":
-                        name = changed[len(rel) + 1:] if changed != rel else ""
-                        rev_files[name] = f"deleted-since-rev:{changed}"
-                files = rev_files
+            # Every file is looked at (not only those below rel): one may be a symlink to a
+            # changed file elsewhere in the repository.
+            files: dict[str, str] = {}
+            for name, digest in (self.listing(work_path) or {}).items():
+                file_rel = f"{rel}/{name}" if name else rel
+                status = self._change_of(file_rel, work_path / name if name else work_path)
+                if status is None:
+                    files[name] = digest
+                elif status not in _ABSENT_AT_REV:
+                    files[name] = f"changed-since-rev:{file_rel}"
+            for changed, status in self._changed_below(rel):
+                if status == "D":
+                    name = changed[len(rel) + 1:] if changed != rel else ""
+                    files[name] = f"deleted-since-rev:{changed}"
             self._rev_listings[rel] = files
         files = self._rev_listings[rel]
         return digest_of_listing(files) if files else "missing"
-
-
-def _ancestors(rel: str) -> list[str]:
-    parts = rel.split("/")
-    return ["/".join(parts[:end]) for end in range(1, len(parts))]
 
 
 # -- fingerprints ------------------------------------------------------------------------------
@@ -470,7 +481,8 @@ def _own_reasons(old: _Print, new: _Print, lane: str) -> list[str]:
     return reasons
 
 
-def _compare(ws: Workspace, rev_ws: Workspace | None, sides: _Sides, since: str, commit: str) -> ChangedReport:
+def _compare(ws: Workspace, rev_ws: Workspace | None, sides: _Sides, since: str,
+             commit: str) -> ChangedReport:
     rev_targets = {str(t.address): t for t in rev_ws.order} if rev_ws else {}
     work_raw: dict[str, dict] = {}
     rev_raw: dict[str, dict] = {}
@@ -488,6 +500,9 @@ def _compare(ws: Workspace, rev_ws: Workspace | None, sides: _Sides, since: str,
             except LLMBuildError as err:
                 raise sides.at_rev(err, since) from None
             own = _own_reasons(old, new, ws.settings.lane)
+        if sides.code_changes and not own:
+            own = [f"llmbuild's code changed ({sides.code_changes[0]}"
+                   + (f" and {len(sides.code_changes) - 1} more)" if len(sides.code_changes) > 1 else ")")]
         upstream = [str(dep.address) for dep in target.deps.values() if str(dep.address) in reasons]
         if own or upstream:
             affected.append(address)
