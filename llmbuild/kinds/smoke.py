@@ -129,8 +129,9 @@ class Smoke(Kind):
         repository = ctx.dep_out("repository")
         count_tokens = _token_counter(repository / "preprocessing" / "1" / "tokenizer")
         results, failed = [], []
-        with ctx.ws.toolchain_for(target).serve(repository, log_path=ctx.out / "triton.log",
-                                    progress=lambda line: _say(target, line)) as server:
+        world_size = ctx.ws.facts(target.dep("repository"))["world_size"]
+        with ctx.ws.toolchain_for(target).serve(repository, log_path=ctx.out / "triton.log", world_size=world_size,
+                                                progress=lambda line: _say(target, line)) as server:
             from ..triton.client import generate
 
             for request in ctx.plan.params["requests"]:

@@ -77,7 +77,7 @@ class Toolchain(ABC):
         """Why this toolchain cannot run Triton, or None."""
         return f"serving on the {self.lane} lane needs the container toolchain"
 
-    def serve(self, repository: Path, *, log_path: Path, progress=print):
+    def serve(self, repository: Path, *, log_path: Path, progress=print, world_size: int = 1):
         """A context manager running Triton on `repository`; yields an object with `http_url`."""
         raise NotImplementedError
 

@@ -26,7 +26,7 @@ class CpuToolchain(Toolchain):
     def serving_unavailable(self) -> str | None:
         return None
 
-    def serve(self, repository: Path, *, log_path: Path, progress=print):
+    def serve(self, repository: Path, *, log_path: Path, progress=print, world_size: int = 1):
         """The real Triton from the nvidia-pytriton wheel, installed under the cache on first use."""
         from ..triton.cpu_env import ensure_cpu_triton
         from ..triton.server import TritonServer
