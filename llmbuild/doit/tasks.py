@@ -25,7 +25,8 @@ def doit_config() -> dict:
     dist.mkdir(parents=True, exist_ok=True)
     # continue: an hour-long engine build elsewhere should not stop because one target failed;
     # dependents of a failed target are not run (reported skipped).
-    return {"reporter": RunReporter, "backend": "sqlite3", "continue": True,
+    # default_tasks: plain `doit` is the "::" group (every target); doit forget needs it set.
+    return {"reporter": RunReporter, "backend": "sqlite3", "continue": True, "default_tasks": ["::"],
             "dep_file": str(dist / ".doit.sqlite3"), "verbosity": 1}
 
 
@@ -99,8 +100,9 @@ def task_llmbuild():
         groups.setdefault(directory, []).append(name)
         parts = directory.split("/") if directory else []
         for depth in range(len(parts) + 1):
-            groups.setdefault("/".join(parts[:depth]) + "::", []).append(name)
+            groups.setdefault("/".join(parts[:depth] + [""]) + "::" if depth else "::", []).append(name)
     groups.pop("", None)  # root-level targets: "::" already selects everything
+    groups.setdefault("::", [])
     for group, members in groups.items():
         yield {"basename": group, "doc": f"every target {'below' if group.endswith('::') else 'in'} "
-               f"{group.removesuffix('::') or 'the workspace'}", "actions": None, "task_dep": members}
+               f"{group.removesuffix('::').rstrip('/') or 'the workspace'}", "actions": None, "task_dep": members}
