@@ -82,3 +82,25 @@ def test_plan_of_a_skipped_target_says_so():
     assert "skipped on the active lane" in proc.stdout
     assert "-v /data/hf/mixtral-8x7b-instruct-v01:/llmbuild/src/source:ro" in proc.stdout
     assert "convert_checkpoint.py --model_dir /llmbuild/src/source" in proc.stdout
+
+
+def test_render_mixtral_repository_for_two_gpus(tmp_path):
+    """The repository a user would deploy, from the engine's declared settings, nothing built."""
+    from google.protobuf import text_format
+
+    from llmbuild.triton.configs import ModelConfig
+
+    out = tmp_path / "review"
+    subprocess.run([sys.executable, "-m", "llmbuild", "render", "models/mixtral-8x7b:serve", "--out", str(out),
+                    "--lane", "gpu"], cwd=REPO, capture_output=True, text=True, check=True)
+    configs = {m: text_format.Parse((out / m / "config.pbtxt").read_text(), ModelConfig())
+               for m in ("preprocessing", "tensorrt_llm", "postprocessing", "ensemble", "tensorrt_llm_bls")}
+    llm = configs["tensorrt_llm"]
+    assert llm.backend == "tensorrtllm"
+    assert llm.parameters["gpt_model_path"].string_value == "/models/tensorrt_llm/1/engine"
+    assert llm.parameters["kv_cache_free_gpu_mem_fraction"].string_value == "0.9"
+    assert all(c.max_batch_size == 128 for c in configs.values())
+    assert not (out / "tensorrt_llm" / "1" / "engine").exists()  # nothing was built or copied
+    refused = subprocess.run([sys.executable, "-m", "llmbuild", "render", "models/mixtral-8x7b:serve", "--out",
+                              str(tmp_path / "cpu")], cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--lane gpu" in refused.stderr

@@ -73,9 +73,6 @@ class DigestCache:
                 files[full.relative_to(path).as_posix()] = self.file_digest(full)
         return files
 
-    def tree_digest(self, path: Path) -> str:
-        return digest_of_listing(self.tree_files(path))
-
 
 def digest_of_listing(files: dict[str, str]) -> str:
     lines = "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
