@@ -35,6 +35,19 @@ def tiny_models(tmp_path_factory) -> list[Path]:
     return models
 
 
+#: A tiny model's checkpoint and engine, the default of Workspace.add_model.
+MODEL_TOML = """\
+[checkpoint.checkpoint]
+source = "hf"
+
+[engine.engine]
+checkpoint = ":checkpoint"
+max_batch_size = 4
+max_input_len = 64
+max_seq_len = 96
+"""
+
+
 @dataclass
 class Run:
     returncode: int
@@ -80,16 +93,7 @@ class Workspace:
     def add_model(self, name: str, hf: Path, build_toml: str | None = None) -> Path:
         directory = self.root / "models" / name
         shutil.copytree(hf, directory / "hf", dirs_exist_ok=True)
-        self.write(f"models/{name}/BUILD.toml", build_toml or """\
-            [checkpoint.checkpoint]
-            source = "hf"
-
-            [engine.engine]
-            checkpoint = ":checkpoint"
-            max_batch_size = 4
-            max_input_len = 64
-            max_seq_len = 96
-            """)
+        self.write(f"models/{name}/BUILD.toml", build_toml or MODEL_TOML)
         return directory
 
     def env(self, **extra: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Workspace as DiskWorkspace
+from conftest import MODEL_TOML, Workspace as DiskWorkspace
 
 from llmbuild.core.errors import LLMBuildError
 from llmbuild.core.workspace import Workspace
@@ -37,30 +37,8 @@ ENGINE = """\
     max_input_len = 64
     max_seq_len = 96
     """
-M1 = """\
-    [checkpoint.checkpoint]
-    source = "hf"
-
-    [engine.engine]
-    checkpoint = ":checkpoint"
-    max_batch_size = 4
-    max_input_len = 64
-    max_seq_len = 96
-    max_num_tokens = 512
-    """
-M2 = """\
-    [checkpoint.checkpoint]
-    source = "hf"
-
-    [engine.engine]
-    checkpoint = ":checkpoint"
-    max_batch_size = 4
-    max_input_len = 64
-    max_seq_len = 96
-
-    [repository.serve]
-    engine = ":engine"
-    """
+M1 = MODEL_TOML + "max_num_tokens = 512\n"
+M2 = MODEL_TOML + '\n[repository.serve]\nengine = ":engine"\n'
 M0, M1_, M2_ = "models/family/m0", "models/family/m1", "models/m2"
 
 

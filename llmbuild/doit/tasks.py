@@ -11,7 +11,6 @@ from ..core.build import bring_up_to_date
 from ..core.errors import LLMBuildError
 from ..core.explain import explain
 from ..core.settings import find_workspace_root, load_settings, resolve_dir
-from ..core.workspace import Workspace
 from .reporter import RunReporter
 from . import state
 

@@ -26,27 +26,16 @@ converter (``tensorrt_llm/models/llama/convert.py``, ``models/convert_utils.py``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from ._common import ToolError, at_least
+from ._common import ToolError, at_least, read_json
 
 
 # ------------------------------------------------------------------ reading HF
 
 def read_hf_config(model_dir: Path) -> dict:
-    path = Path(model_dir) / "config.json"
-    try:
-        with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
-    except FileNotFoundError:
-        raise ToolError(f"--model_dir {model_dir}: no config.json there") from None
-    except (OSError, ValueError) as err:
-        raise ToolError(f"--model_dir {model_dir}: cannot read config.json: {err}") from None
-    if not isinstance(cfg, dict):
-        raise ToolError(f"--model_dir {model_dir}: config.json is not a JSON object")
-    return cfg
+    return read_json(Path(model_dir) / "config.json", "--model_dir")
 
 
 def load_hf_weights(model_dir: Path) -> dict[str, Any]:
@@ -128,7 +117,7 @@ def rank_weights(hf: dict, config: dict, rank: int, version: str) -> dict[str, A
     moe_tp, moe_ep = mapping["moe_tp_size"], mapping["moe_ep_size"]
     tp_rank, pp_rank = rank % tp, rank // tp
     dtype = getattr(torch, config["dtype"])
-    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    kv_heads = config["num_key_value_heads"]
     num_layers = config["num_hidden_layers"]
     moe = config.get("moe") or {}
     num_experts = moe.get("num_experts", 0) or 0
