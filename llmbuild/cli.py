@@ -20,13 +20,14 @@ from pathlib import Path
 from .core.errors import LLMBuildError
 from .core.explain import explain
 from .core.workspace import Workspace
+from .plugins import load_workspace
 
 
 def _load(args, *, verify_sources: bool = False) -> Workspace:
     environ = dict(os.environ)
     if getattr(args, "lane", None):
         environ["LLMBUILD_LANE"] = args.lane
-    ws = Workspace.load(Path(args.workspace) if args.workspace else None, environ,
+    ws = load_workspace(Path(args.workspace) if args.workspace else None, environ,
                         verify_sources=verify_sources)
     for warning in ws.warnings:
         print(f"llmbuild: {warning}", file=sys.stderr)
@@ -43,22 +44,24 @@ def _lane_workspace(args, lane: str, cache: dict[str, Workspace]) -> Workspace:
 def plan_document(args) -> list[dict]:
     workspaces: dict[str, Workspace] = {}
     ws = _load(args)
-    workspaces[ws.settings.lane] = ws
+    workspaces[ws.lane] = ws
     document = []
     for target in ws.select(args.specs):
-        entry = {"address": str(target.address), "kind": target.kind.name, "lane": ws.settings.lane}
+        entry = {"address": str(target.address), "kind": target.kind.name, "lane": ws.lane}
         shown_ws, shown = ws, target
-        if target.unavailable and ws.settings.lane not in target.fields.lanes:
+        if target.unavailable and ws.lane not in target.fields.lanes:
             # Not for this lane: show the commands of the lane it is declared for.
             shown_ws = _lane_workspace(args, target.fields.lanes[0], workspaces)
             shown = shown_ws.targets[target.address]
-            entry["lane"] = shown_ws.settings.lane
+            entry["lane"] = shown_ws.lane
             entry["skipped_on_active_lane"] = target.unavailable
-        toolchain = shown_ws.toolchain_for(shown)
+        toolchain, executor = shown_ws.toolchain_for(shown), shown_ws.executor_for(shown)
         entry["trtllm_version"] = toolchain.trtllm_version
         plan = shown_ws.plan(shown)
         paths = shown_ws.paths(shown)
-        entry["steps"] = [toolchain.describe(step, paths) for step in plan.steps]
+        entry["steps"] = [{"lane": toolchain.lane, "tool": step.tool,
+                           **executor.describe(toolchain.invocation(step, paths, shown_ws.root))}
+                          for step in plan.steps]
         document.append(entry)
     return document
 
@@ -84,14 +87,14 @@ def cmd_plan(args) -> int:
 def cmd_render(args) -> int:
     ws = _load(args)
     target = ws.target(args.address)
-    if target.unavailable and ws.settings.lane not in target.fields.lanes:
+    if target.unavailable and ws.lane not in target.fields.lanes:
         raise LLMBuildError(f"{target.address} is declared for the {'/'.join(target.fields.lanes)} "
                             f"lane; render it with --lane {target.fields.lanes[0]}")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise LLMBuildError(f"{out} is not empty")
-    target.kind.render(target, ws, out)
-    print(f"rendered {target.address} ({ws.settings.lane} lane) into {out}")
+    target.kind.render(ws.context(target), out)
+    print(f"rendered {target.address} ({ws.lane} lane) into {out}")
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         print(f"  {path.relative_to(out)}")
     return 0

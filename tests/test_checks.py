@@ -10,7 +10,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from llmbuild.core.errors import LLMBuildError
-from llmbuild.core.workspace import Workspace as LoadedWorkspace
+from llmbuild.plugins import load_workspace
 from llmbuild.toolchains.trtllm import flags
 
 PIPELINE = """\
@@ -36,7 +36,7 @@ max_tokens = 20
 
 def load(ws, lane: str = "cpu", **env: str) -> LoadedWorkspace:
     environ = {**os.environ, "LLMBUILD_LANE": lane, **env}
-    return LoadedWorkspace.load(ws.root, environ, verify_sources=lane == "cpu")
+    return load_workspace(ws.root, environ, verify_sources=lane == "cpu")
 
 
 def workspace(make_workspace, tiny_models, *, pyproject: str = "", **parts: str):
@@ -178,7 +178,7 @@ def test_the_tiny_llama_pipeline_passes_every_check():
     from conftest import REPO
 
     for lane in ("cpu", "gpu"):
-        loaded = LoadedWorkspace.load(REPO, {**os.environ, "LLMBUILD_LANE": lane}, verify_sources=lane == "cpu")
+        loaded = load_workspace(REPO, {**os.environ, "LLMBUILD_LANE": lane}, verify_sources=lane == "cpu")
         assert loaded.warnings == []
         assert {t.kind.name for t in loaded.order if t.address.directory == "models/tiny-llama"} == \
             {"checkpoint", "engine", "repository", "smoke"}

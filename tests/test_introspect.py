@@ -13,8 +13,8 @@ import tomllib
 import pytest
 
 from conftest import REPO, TINY_HF
-from llmbuild.core.target import load_kinds
-from llmbuild.core.workspace import Workspace
+from llmbuild.plugins import load_kinds
+from llmbuild.plugins import load_workspace
 from llmbuild.introspect.graph import (NEVER_RUN, OUTCOME_COLOURS, graph_dot, graph_mermaid,
                                        load_outcomes, render_png)
 from llmbuild.introspect.schema import buildfile_schema, schema_json, write_schema
@@ -187,7 +187,7 @@ def test_invalid_buildfiles_fail(jsonschema, schema, text, expected):
 # -- the graph --------------------------------------------------------------------------------
 
 @pytest.fixture
-def graph_ws(make_workspace) -> Workspace:
+def graph_ws(make_workspace):
     """Two directories, a cross-directory reference and a GPU-only target (skipped on the CPU lane)."""
     w = make_workspace()
     w.add_model("a", TINY_HF, """\
@@ -211,7 +211,7 @@ def graph_ws(make_workspace) -> Workspace:
         [repository.gpu-serve]
         engine = "models/a:gpu"
         """)
-    return Workspace.load(w.root, environ={})
+    return load_workspace(w.root, environ={})
 
 
 ADDRESSES = ["models/a:ckpt", "models/a:engine", "models/a:gpu", "models/b:gpu-serve", "models/b:serve"]

@@ -10,7 +10,8 @@ import pytest
 from llmbuild.core.addresses import Address
 from llmbuild.core.errors import LLMBuildError
 from llmbuild.core.graph import topological_order
-from llmbuild.core.target import KINDS, Target, load_kinds
+from llmbuild.core.target import KINDS, Target
+from llmbuild.plugins import load_kinds
 
 
 @pytest.mark.slow

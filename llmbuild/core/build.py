@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from .cache import Staging
+from .context import KindContext
 from .digests import digest_of_listing
 from .errors import BuildFailed, LLMBuildError
+from .protocols import Executor, Server
 from .steps import PathArg, Plan, Step
 from .target import Target
 
@@ -21,15 +25,15 @@ if TYPE_CHECKING:
 BUILT, RESTORED, UP_TO_DATE, FAILED, SKIPPED = "built", "restored", "up-to-date", "failed", "skipped"
 
 
-@dataclass
-class RunContext:
-    """What a kind's action sees while it builds into `out`."""
+class RunContext(KindContext):
+    """What a kind's action sees while it builds into `out`: its narrow context, the plan
+    and key, the staging directory, its dependencies' outputs, and the step runner."""
 
-    ws: Workspace
-    target: Target
-    plan: Plan
-    key: str
-    staging: Staging
+    def __init__(self, ws: Workspace, target: Target, plan: Plan, key: str, staging: Staging):
+        super().__init__(ws, target)
+        self.plan = plan
+        self.key = key
+        self.staging = staging
 
     @property
     def out(self) -> Path:
@@ -46,14 +50,25 @@ class RunContext:
         path.mkdir(exist_ok=True)
         return path
 
-    def paths(self, step: Step | None = None) -> dict[PathArg, Path]:
-        return self.ws.paths(self.target, self.out)
+    @property
+    def executor(self) -> Executor:
+        return self._ws.executor_for(self._target)
+
+    def paths(self) -> dict[PathArg, Path]:
+        return self._ws.paths(self._target, self.out)
 
     def dep_out(self, field: str) -> Path:
-        return self.ws.cache.out(self.ws.key(self.target.deps[field])[0])
+        return self._ws.cache.out(self._ws.key(self._target.deps[field])[0])
 
     def run_step(self, step: Step) -> None:
-        self.ws.toolchain_for(self.target).run(step, self)
+        invocation = self.toolchain.invocation(step, self.paths(), self.work)
+        self.executor.run(invocation, log_path=self.log, label=str(self.address))
+
+    def serve(self, repository: Path, *, log_path: Path, world_size: int,
+              progress: Callable[[str], None]) -> AbstractContextManager[Server]:
+        """The toolchain's server on `repository`, run by this target's executor."""
+        return self.toolchain.serve(repository, executor=self.executor, log_path=log_path,
+                                    progress=progress, world_size=world_size)
 
 
 @dataclass(frozen=True)
@@ -102,7 +117,7 @@ def _build(ws: Workspace, target: Target, key: str, document: dict[str, Any]) ->
     ctx = RunContext(ws, target, ws.plan(target), key, staging)
     started = time.time()
     try:
-        target.kind.run(target, ctx)
+        target.kind.run(ctx)
     except (Exception, KeyboardInterrupt) as err:
         failed = ws.cache.keep_failed(staging)
         if isinstance(err, KeyboardInterrupt):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 from .addresses import Address, check_name
 from .errors import LLMBuildError, did_you_mean
 from .settings import Settings
-from .target import Target, kind_named, load_kinds
+from .target import Kind, Target, kind_named
 from .validation import describe_validation_error
 
 BUILD_FILE = "BUILD.toml"
@@ -51,7 +52,7 @@ def discover(root: Path, settings: Settings) -> list[Path]:
     return sorted(set(p.resolve() for p in found))
 
 
-def parse(path: Path, root: Path) -> BuildFile:
+def parse(path: Path, root: Path, kinds: Mapping[str, Kind]) -> BuildFile:
     rel = path.relative_to(root.resolve()).as_posix()
     directory = path.parent.relative_to(root.resolve()).as_posix()
     directory = "" if directory == "." else directory
@@ -59,7 +60,6 @@ def parse(path: Path, root: Path) -> BuildFile:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise LLMBuildError(f"invalid TOML: {err}", file=rel) from None
-    kinds = load_kinds()
     targets: dict[str, dict[str, dict[str, Any]]] = {}
     defaults: dict[str, dict[str, Any]] = {}
     for kind_name, table in data.items():
@@ -67,7 +67,7 @@ def parse(path: Path, root: Path) -> BuildFile:
             if not isinstance(table, dict):
                 raise LLMBuildError("[defaults] must be a table of [defaults.<kind>] tables", file=rel)
             for default_kind, values in table.items():
-                kind = kind_named(default_kind, file=rel, target=f"[defaults.{default_kind}]")
+                kind = kind_named(default_kind, kinds, file=rel, target=f"[defaults.{default_kind}]")
                 if not isinstance(values, dict):
                     raise LLMBuildError("must be a table", file=rel, target=f"[defaults.{default_kind}]")
                 for key in values:
@@ -77,7 +77,7 @@ def parse(path: Path, root: Path) -> BuildFile:
                             file=rel, target=f"[defaults.{default_kind}]", key=key)
                 defaults[default_kind] = values
             continue
-        kind_named(kind_name, file=rel, target=f"[{kind_name}]")
+        kind_named(kind_name, kinds, file=rel, target=f"[{kind_name}]")
         if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
             raise LLMBuildError(
                 f"expected named tables like [{kind_name}.<name>]", file=rel, target=f"[{kind_name}]")
@@ -87,7 +87,6 @@ def parse(path: Path, root: Path) -> BuildFile:
             except LLMBuildError as err:
                 raise LLMBuildError(err.message, file=rel, target=f"[{kind_name}.{name}]") from None
         targets[kind_name] = table
-    del kinds
     return BuildFile(rel, directory, targets, defaults)
 
 
@@ -95,7 +94,8 @@ def _is_ancestor(directory: str, of: str) -> bool:
     return directory == "" or of == directory or of.startswith(directory + "/")
 
 
-def build_targets(files: list[BuildFile], workspace_defaults: dict[str, Any] | None = None) -> list[Target]:
+def build_targets(files: list[BuildFile], kinds: Mapping[str, Kind],
+                  workspace_defaults: dict[str, Any] | None = None) -> list[Target]:
     """Targets with their fields validated (after defaults); references not yet resolved.
 
     `workspace_defaults` (from [tool.llmbuild]) apply below every BUILD.toml's [defaults],
@@ -106,7 +106,7 @@ def build_targets(files: list[BuildFile], workspace_defaults: dict[str, Any] | N
     for build_file in files:
         ancestors = [f for f in files if _is_ancestor(f.directory, build_file.directory)]
         for kind_name, table in build_file.targets.items():
-            kind = kind_named(kind_name, file=build_file.rel, target=kind_name)
+            kind = kind_named(kind_name, kinds, file=build_file.rel, target=kind_name)
             inherited: dict[str, Any] = {}
             origin: dict[str, str] = {}
             for key, value in (workspace_defaults or {}).items():

@@ -1,48 +1,34 @@
-"""`[tool.llmbuild]` in a workspace's pyproject.toml, validated like targets."""
+"""`[tool.llmbuild]` in a workspace's pyproject.toml: the core's keys, and each subsystem's
+keys validated by the subsystem that owns them (Pants' subsystems)."""
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from .errors import LLMBuildError
+from .errors import LLMBuildError, did_you_mean
+from .protocols import Subsystem, iter_subsystem_keys
 from .validation import describe_validation_error
+
+M = TypeVar("M", bound=BaseModel)
 
 PYPROJECT = "pyproject.toml"
 
-#: Environment overrides, for CI runners that share a cache or pick a lane.
+#: Environment overrides of the core's own keys (subsystems declare theirs).
 ENV_OVERRIDES = {
     "LLMBUILD_CACHE_DIR": "cache",
     "LLMBUILD_DIST_DIR": "dist",
-    "LLMBUILD_LANE": "lane",
-    "LLMBUILD_TRTLLM_VERSION": "trtllm_version",
-    "LLMBUILD_TOOLCHAINS_DIR": "toolchains_dir",
 }
 
 
-class HostSettings(BaseModel):
-    """Where a GPU host keeps TensorRT-LLM (the GPU lane's local executor)."""
-
-    model_config = ConfigDict(extra="forbid")
-    python: str = Field("python3", description="Interpreter that runs convert_checkpoint.py / quantize.py.")
-    trtllm_root: str = Field(
-        "/app/tensorrt_llm",
-        description="TensorRT-LLM source checkout holding examples/ (the path inside NGC images).")
-    tensorrt_version: str | None = Field(
-        None, description="TensorRT version installed here (a container target declares its own).")
-    gpu_arch: str | None = Field(
-        None, description="GPU architecture engines are built for, e.g. 'sm_90' (H100); enters engine "
-        "keys so a shared cache never restores an engine onto another kind of GPU.")
-    gpus: int | None = Field(None, gt=0, description="GPUs this host offers (checked against tp x pp).")
-    gpu_memory_gib: float | None = Field(
-        None, gt=0, description="Memory per GPU; engines whose weights + KV cache exceed it are warned about.")
-
-
 class Settings(BaseModel):
+    """The core's keys of `[tool.llmbuild]`; every other key belongs to a subsystem."""
+
     model_config = ConfigDict(extra="forbid")
 
     build_roots: list[str] = Field(
@@ -53,20 +39,17 @@ class Settings(BaseModel):
         description="Directory names never searched for BUILD.toml files.")
     cache: str = Field("cache", description="Action cache directory (may be shared between workspaces).")
     dist: str = Field("dist", description="Where stable links to outputs and run.json are written.")
-    toolchains_dir: str | None = Field(
-        None, description="Where llmbuild installs tools it provisions itself, such as the CPU "
-        "lane's Triton (default: <cache>/toolchains).")
-    lane: Literal["cpu", "gpu"] = Field(
-        "cpu", description="cpu: llmbuild's CPU stand-ins; gpu: the real TensorRT-LLM tools.")
-    trtllm_version: str | None = Field(
-        None, description="The TensorRT-LLM version the toolchain stands for (default: llmbuild's default).")
     data_roots: list[str] = Field(
         default_factory=list,
         description="Absolute directories outside the workspace that source paths may point into.")
-    container: str | None = Field(
-        None, description="Address of the container target (e.g. 'toolchains/trtllm:image') whose "
-        "image runs every step that does not name its own container.")
-    host: HostSettings = Field(default_factory=HostSettings)
+    _options: dict[type, Any] = PrivateAttr(default_factory=dict)  # each subsystem's, by model
+
+    def option(self, model: type[M]) -> M:
+        """The validated settings of the subsystem whose model is `model` (its defaults when
+        the workspace was loaded without that subsystem)."""
+        if model not in self._options:
+            self._options[model] = model()
+        return self._options[model]
 
 
 def find_workspace_root(start: Path) -> Path:
@@ -79,7 +62,10 @@ def find_workspace_root(start: Path) -> Path:
         f"no llmbuild workspace at or above {start}: expected a {PYPROJECT} with [tool.llmbuild]")
 
 
-def load_settings(root: Path, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(root: Path, environ: Mapping[str, str] | None = None,
+                  subsystems: tuple[Subsystem, ...] | None = None) -> Settings:
+    """The core keys, and each subsystem's keys validated by its own model. Without
+    `subsystems` other keys are not checked (reading only where the cache and dist are)."""
     environ = os.environ if environ is None else environ
     path = root / PYPROJECT
     try:
@@ -89,13 +75,31 @@ def load_settings(root: Path, environ: dict[str, str] | None = None) -> Settings
     except tomllib.TOMLDecodeError as err:
         raise LLMBuildError(f"invalid TOML: {err}", file=PYPROJECT) from None
     table = dict(data.get("tool", {}).get("llmbuild", {}))
-    for variable, key in ENV_OVERRIDES.items():
+    overrides = dict(ENV_OVERRIDES)
+    for subsystem in subsystems or ():
+        overrides.update(subsystem.env)
+    for variable, key in overrides.items():
         if environ.get(variable):
             table[key] = environ[variable]
+    owners = dict(iter_subsystem_keys(subsystems or ()))
+    core = {k: v for k, v in table.items() if k in Settings.model_fields}
+    unknown = [k for k in table if k not in core and k not in owners]
+    if subsystems is not None and unknown:
+        known = list(Settings.model_fields) + list(owners)
+        raise LLMBuildError(f"unknown key{did_you_mean(unknown[0], known)}", file=PYPROJECT,
+                            target="[tool.llmbuild]", key=unknown[0])
+    settings = _validate(Settings, core)
+    for subsystem in subsystems or ():
+        mine = {k: v for k, v in table.items() if owners.get(k) is subsystem}
+        settings._options[subsystem.model] = _validate(subsystem.model, mine)
+    return settings
+
+
+def _validate(model: type[M], values: dict[str, Any]) -> M:
     try:
-        return Settings.model_validate(table)
+        return model.model_validate(values)
     except ValidationError as err:
-        key, message = describe_validation_error(err, Settings)
+        key, message = describe_validation_error(err, model)
         raise LLMBuildError(message, file=PYPROJECT, target="[tool.llmbuild]", key=key) from None
 
 

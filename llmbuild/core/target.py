@@ -1,14 +1,14 @@
 """The Target/Field model: typed fields per kind, kept apart from the engine that runs them.
 
 A kind module subclasses `Kind`, declares its pydantic `Fields`, and registers
-itself with `@register`. The core finds references and source paths through the
-`Ref` and `Source` markers on fields, never through a kind's name.
+itself with `@register`. The core finds references, source paths and tool flags
+through the `Ref`, `Source` and `Flag` markers on fields, never through a kind's
+or a field's name.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
@@ -19,9 +19,9 @@ from .addresses import Address
 from .errors import LLMBuildError, did_you_mean
 
 if TYPE_CHECKING:
-    from .steps import Plan
-    from .workspace import Workspace
     from .build import RunContext
+    from .context import KindContext
+    from .steps import Plan
 
 Lane = Literal["cpu", "gpu"]
 
@@ -56,83 +56,72 @@ class TargetFields(BaseModel):
         description="Lanes this target builds on; on any other lane it is reported `skipped`.")
 
 
-CONTAINER_FIELD = "container"
-
-
-class ToolFields(TargetFields):
-    """Fields of kinds that run programs: which container image runs them."""
-
-    container: Annotated[str | None, Ref("container")] = Field(
-        None, description="The container target whose image runs this target's steps "
-        "(default: `container` in [tool.llmbuild]; none: run on this host).")
-    gpus: list[int] | None = Field(
-        None, description="GPU device IDs this target's steps get (GPU lane; default: any tp x pp GPUs).")
-
-
 class Kind:
-    """One target kind: its schema, the inputs its key consumes and its action."""
+    """One target kind: its schema, the inputs its key consumes and its action.
+
+    Every method sees a narrow context (`KindContext`): its own fields and sources, its
+    dependencies' published facts, the toolchain and lane, and a way to report problems.
+    """
 
     name: ClassVar[str]
     Fields: ClassVar[type[TargetFields]]
     help: ClassVar[str] = ""
 
-    def unavailable(self, target: Target, ws: Workspace) -> str | None:
+    def unavailable(self, ctx: KindContext) -> str | None:
         """Why this target cannot build on the active lane, or None."""
         return None
 
-    def check(self, target: Target, ws: Workspace) -> None:
+    def check(self, ctx: KindContext) -> None:
         """Validate against sources and dependencies before anything runs."""
 
-    def derived_sources(self, target: Target, ws: Workspace) -> dict[str, Path]:
-        """Sources that default to something a dependency knows (e.g. its tokenizer)."""
+    def derived_sources(self, ctx: KindContext) -> dict[str, Path]:
+        """Sources that default to something a dependency publishes (e.g. its tokenizer)."""
         return {}
 
-    def output_valid(self, target: Target, ws: Workspace, key: str) -> bool:
+    def output_valid(self, ctx: KindContext, key: str) -> bool:
         """Whether a committed output still stands for its key (e.g. its image still exists)."""
         return True
 
-    def render(self, target: Target, ws: Workspace, out: Path) -> None:
+    def render(self, ctx: KindContext, out: Path) -> None:
         """Write what the target would produce, from declared settings only (`llmbuild render`)."""
-        raise LLMBuildError(f"{target.address} is a {self.name} target; only targets whose "
-                            f"output can be generated without building can be rendered")
+        raise LLMBuildError(f"{ctx.address} is {article(self.name)} {self.name} target; only targets "
+                            f"whose output can be generated without building can be rendered")
 
-    def facts(self, target: Target, ws: Workspace) -> dict[str, Any]:
+    def facts(self, ctx: KindContext) -> dict[str, Any]:
         """What dependents may read about this target before it is built (e.g. an engine's
         declared build config). Dependents read facts, never another kind's module."""
         return {}
 
-    def plan(self, target: Target, ws: Workspace) -> Plan:
+    def plan(self, ctx: KindContext) -> Plan:
         """Consumed parameters and the steps (argv lists) that build the output."""
         raise NotImplementedError
 
-    def run(self, target: Target, ctx: RunContext) -> None:
+    def run(self, ctx: RunContext) -> None:
         """Build into ctx.out. The default runs the plan's steps through the toolchain."""
         for step in ctx.plan.steps:
             ctx.run_step(step)
+
+
+def article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 KINDS: dict[str, Kind] = {}
 
 
 def register(kind_cls: type[Kind]) -> type[Kind]:
+    """Make a kind known to every workspace loaded afterwards (a plugin module calls this)."""
     if kind_cls.name in KINDS:
         raise RuntimeError(f"kind '{kind_cls.name}' registered twice")
     KINDS[kind_cls.name] = kind_cls()
     return kind_cls
 
 
-def load_kinds() -> dict[str, Kind]:
-    """Import every module of `llmbuild.kinds` (each registers itself)."""
-    import llmbuild.kinds as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    return KINDS
+def unregister(name: str) -> None:
+    KINDS.pop(name, None)
 
 
-def kind_named(name: str, *, file: str, target: str) -> Kind:
-    kinds = load_kinds()
+def kind_named(name: str, kinds: Mapping[str, Kind], *, file: str, target: str) -> Kind:
     if name not in kinds:
         raise LLMBuildError(f"unknown kind '{name}'{did_you_mean(name, kinds)}; known kinds: "
                             + ", ".join(sorted(kinds)), file=file, target=target)
@@ -170,21 +159,3 @@ class Target:
     def error(self, message: str, key: str | None = None) -> LLMBuildError:
         return LLMBuildError(message, file=self.build_file,
                              target=f"[{self.kind.name}.{self.address.name}]", key=key)
-
-    def check_gpus(self, ws: Workspace, world: int, source: str) -> None:
-        """Its tp x pp ranks (from `source`, a field or target) need that many GPUs: the
-        IDs it gets, or what the host offers."""
-        given = getattr(self.fields, "gpus", None)
-        if given is not None and len(given) != world:
-            raise self.error(f"tp_size x pp_size is {world} (from {source}) but gpus lists "
-                             f"{len(given)} device(s)", key="gpus")
-        offered = ws.settings.host.gpus
-        if offered is not None and world > offered:
-            raise self.error(f"needs {world} GPUs (tp_size x pp_size, from {source}) but "
-                             f"[tool.llmbuild.host] gpus = {offered}", key="gpus")
-
-    def warn(self, ws: Workspace, message: str, key: str | None = None) -> None:
-        ws.warnings.append(f"warning: {self.error(message, key=key)}")
-
-    def dep(self, field_name: str) -> Target:
-        return self.deps[field_name]

@@ -13,11 +13,13 @@ from .cache import Cache
 from .digests import DigestCache, digest_of_listing
 from .errors import LLMBuildError
 from .graph import resolve_references, topological_order
+from .context import KindContext
 from .keys import action_key, key_document
 from .paths import resolve_source
+from .protocols import Executor, Plugins, Toolchain
 from .settings import Settings, find_workspace_root, load_settings, resolve_dir
 from .steps import PathArg, Plan
-from .target import CONTAINER_FIELD, Source, Target, marked_fields
+from .target import Source, Target, marked_fields
 
 
 class NotReady(Exception):
@@ -25,30 +27,32 @@ class NotReady(Exception):
 
 
 class Workspace:
-    def __init__(self, root: Path, settings: Settings):
+    def __init__(self, root: Path, settings: Settings, plugins: Plugins):
         self.root = root.resolve()
         self.settings = settings
+        self.plugins = plugins
         self.cache = Cache(resolve_dir(self.root, settings.cache).resolve())
         self.dist = resolve_dir(self.root, settings.dist)
-        self.toolchains_dir = (resolve_dir(self.root, settings.toolchains_dir) if settings.toolchains_dir
-                               else self.cache.root / "toolchains")
         self.data_roots = [Path(d) for d in settings.data_roots]
+        self.lane = plugins.lane(self)
         self.targets: dict[Address, Target] = {}
         self.targets_by_name: dict[str, Target] = {}
         self.order: list[Target] = []
         self._plans: dict[Address, Plan] = {}
         self._facts: dict[Address, dict[str, Any]] = {}
-        self._container_toolchains: dict[Address, Any] = {}
-        self.warnings: list[str] = []
-        self.verify_sources = True  # False: plan/render on a machine without the sources  # from checks where the real tools only warn
+        self._contexts: dict[Address, KindContext] = {}
+        self._toolchains: dict[Address, Toolchain] = {}
+        self._executors: dict[Address, Executor] = {}
+        self.warnings: list[str] = []  # from checks where the real tools only warn
+        self.verify_sources = True  # False: plan/render on a machine without the sources
         self._keys: dict[Address, tuple[str, dict[str, Any]]] = {}
 
     @classmethod
     def load(cls, start: Path | None = None, environ: dict[str, str] | None = None, *,
-             verify_sources: bool = True) -> Workspace:
+             plugins: Plugins, verify_sources: bool = True) -> Workspace:
         """verify_sources=False (plan, render): sources need not exist on this machine."""
         root = find_workspace_root((start or Path.cwd()).resolve())
-        ws = cls(root, load_settings(root, environ))
+        ws = cls(root, load_settings(root, environ, plugins.subsystems), plugins)
         ws._load_targets(verify_sources)
         return ws
 
@@ -60,8 +64,9 @@ class Workspace:
             if not bad.is_absolute():
                 raise LLMBuildError(f"data root '{bad}' must be an absolute path",
                                     file="pyproject.toml", target="[tool.llmbuild]", key="data_roots")
-        files = [buildfiles.parse(p, self.root) for p in buildfiles.discover(self.root, self.settings)]
-        targets = buildfiles.build_targets(files, {CONTAINER_FIELD: self.settings.container})
+        kinds = self.plugins.kinds
+        files = [buildfiles.parse(p, self.root, kinds) for p in buildfiles.discover(self.root, self.settings)]
+        targets = buildfiles.build_targets(files, kinds, self.plugins.field_defaults(self))
         resolve_references(targets)
         self.order = topological_order(targets)
         self.targets = {t.address: t for t in self.order}
@@ -69,12 +74,12 @@ class Workspace:
         for target in self.order:
             self._resolve_sources(target)
             target.unavailable = self._unavailable(target)
-            target.sources.update(target.kind.derived_sources(target, self))
+            target.sources.update(target.kind.derived_sources(self.context(target)))
         for target in self.order:
             if target.unavailable is None:
                 if verify_sources:
                     self._check_sources_exist(target)
-                target.kind.check(target, self)
+                target.kind.check(self.context(target))
                 self.plan(target)  # an argv the declared TensorRT-LLM version refuses fails here
 
     def _resolve_sources(self, target: Target) -> None:
@@ -90,35 +95,34 @@ class Workspace:
                 target.sources[name] = path
 
     def _unavailable(self, target: Target) -> str | None:
-        lane = self.settings.lane
+        lane = self.lane
         if lane not in target.fields.lanes:
             return f"declared for the {'/'.join(target.fields.lanes)} lane only (active lane: {lane})"
         for dep in target.deps.values():
             if dep.unavailable:
                 return f"needs {dep.address}, which is skipped"
-        return target.kind.unavailable(target, self)
+        return target.kind.unavailable(self.context(target))
 
     def _check_sources_exist(self, target: Target) -> None:
         for field, path in target.sources.items():
             if not path.exists():
                 raise target.error(f"source path {path} does not exist", key=field)
 
-    @cached_property
-    def toolchain(self):
-        from ..toolchains import toolchain_for
+    def context(self, target: Target) -> KindContext:
+        """The narrow view a kind gets of its target."""
+        if target.address not in self._contexts:
+            self._contexts[target.address] = KindContext(self, target)
+        return self._contexts[target.address]
 
-        return toolchain_for(self)
+    def toolchain_for(self, target: Target) -> Toolchain:
+        if target.address not in self._toolchains:
+            self._toolchains[target.address] = self.plugins.toolchain_for(self, target)
+        return self._toolchains[target.address]
 
-    def toolchain_for(self, target: Target):
-        """The lane's toolchain, run inside the container the target names, if any."""
-        container = target.deps.get(CONTAINER_FIELD)
-        if container is None:
-            return self.toolchain
-        if container.address not in self._container_toolchains:
-            from ..toolchains.container import ContainerToolchain
-
-            self._container_toolchains[container.address] = ContainerToolchain(self, container)
-        return self._container_toolchains[container.address]
+    def executor_for(self, target: Target) -> Executor:
+        if target.address not in self._executors:
+            self._executors[target.address] = self.plugins.executor_for(self, target)
+        return self._executors[target.address]
 
     @cached_property
     def digests(self) -> DigestCache:
@@ -148,12 +152,12 @@ class Workspace:
 
     def facts(self, target: Target) -> dict[str, Any]:
         if target.address not in self._facts:
-            self._facts[target.address] = target.kind.facts(target, self)
+            self._facts[target.address] = target.kind.facts(self.context(target))
         return self._facts[target.address]
 
     def plan(self, target: Target) -> Plan:
         if target.address not in self._plans:
-            self._plans[target.address] = target.kind.plan(target, self)
+            self._plans[target.address] = target.kind.plan(self.context(target))
         return self._plans[target.address]
 
     def key(self, target: Target) -> tuple[str, dict[str, Any]]:
@@ -204,7 +208,7 @@ class Workspace:
         return linked and self.is_committed(target, key)
 
     def is_committed(self, target: Target, key: str) -> bool:
-        return self.cache.is_committed(key) and target.kind.output_valid(target, self, key)
+        return self.cache.is_committed(key) and target.kind.output_valid(self.context(target), key)
 
     def paths(self, target: Target, out: Path | None = None) -> dict[PathArg, Path]:
         """Real host paths for every placeholder; without `out`, the stable dist paths (for plans)."""

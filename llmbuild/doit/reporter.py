@@ -10,7 +10,6 @@ from doit.reporter import ConsoleReporter, JsonReporter
 
 from ..core.build import BUILT, FAILED, SKIPPED, UP_TO_DATE
 from ..core.cache import write_json_atomic
-from ..core.target import CONTAINER_FIELD
 from ..core.workspace import NotReady
 from . import state
 
@@ -26,14 +25,11 @@ class RunRecord:
     def initialize(self, tasks, selected_tasks):
         """A run starts: containers a killed earlier run left behind go first."""
         ws = state.loaded()
-        if ws is not None and any(t.deps.get(CONTAINER_FIELD) for t in ws.order if t.unavailable is None):
-            from ..executors.docker import DockerUnavailable, reap_orphans
-
-            try:
-                for name in reap_orphans():
-                    print(f"llmbuild: removed container {name} left by a killed run", file=sys.stderr)
-            except DockerUnavailable:
-                pass  # the container targets will report it
+        if ws is not None:
+            executors = {type(e): e for e in (ws.executor_for(t) for t in ws.order if t.unavailable is None)}
+            for executor in executors.values():
+                for line in executor.recover():
+                    print(f"llmbuild: {line}", file=sys.stderr)
         if hasattr(super(), "initialize"):
             super().initialize(tasks, selected_tasks)
 
@@ -104,7 +100,7 @@ class RunRecord:
                                        "note": "interrupted"}
         order = {str(t.address): i for i, t in enumerate(ws.order)}
         targets = sorted(self._records.values(), key=lambda r: order.get(r["address"], 0))
-        write_json_atomic(ws.dist / "run.json", {"lane": ws.settings.lane, "targets": targets})
+        write_json_atomic(ws.dist / "run.json", {"lane": ws.lane, "targets": targets})
 
     def _target_name(self, name: str) -> bool:
         ws = state.loaded()
@@ -142,7 +138,7 @@ class RunReporter(RunRecord, ConsoleReporter):
         super().complete_run()
         ws = state.loaded()
         if ws is not None and self._records:
-            self.write(f"\nllmbuild ({ws.settings.lane} lane) -> {ws.dist / 'run.json'}\n")
+            self.write(f"\nllmbuild ({ws.lane} lane) -> {ws.dist / 'run.json'}\n")
             self.write("\n".join(self.summary_lines()) + "\n")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..core.workspace import Workspace
+from ..plugins import load_workspace
 
 _workspace: Workspace | None = None
 
@@ -10,7 +11,7 @@ _workspace: Workspace | None = None
 def workspace() -> Workspace:
     global _workspace
     if _workspace is None:
-        _workspace = Workspace.load()
+        _workspace = load_workspace()
     return _workspace
 
 

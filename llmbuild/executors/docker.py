@@ -27,13 +27,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import BuildFailed, LLMBuildError
+from ..core.protocols import Invocation
+from ..core.steps import PathArg
 
 OWNER_LABEL = "llmbuild.owner"
 STEP_LABEL = "llmbuild.step"
@@ -659,3 +661,112 @@ def running_container(run: ContainerRun, *, log_path: Path, label: str) -> Itera
                 output = f"(could not read the container's logs: {e})\n".encode()
             with open(log_path, "ab") as log:
                 log.write(output)
+
+
+# --------------------------------------------------------------------------- executor
+
+IMAGE_FILE = "image.json"  # what a container target's output holds
+PACKAGE_MOUNT = "/opt/llmbuild/python"
+SITE_MOUNT = "/opt/llmbuild/site-packages"
+#: What TensorRT-LLM's docs run containers with (shared memory for NCCL/MPI, pinned memory).
+SHM_SIZE = "2g"
+ULIMITS = {"memlock": (-1, -1), "stack": (67108864, 67108864)}
+
+
+def image_tag(key: str) -> str:
+    """The tag that marks an image as the output of a container target's key."""
+    return f"llmbuild-key:{key}"
+
+
+def container_path(arg: PathArg) -> str:
+    if arg.role == "out":
+        return "/llmbuild/out"
+    return f"/llmbuild/{'src' if arg.role == 'source' else 'dep'}/{arg.field}"
+
+
+class DockerExecutor:
+    """Steps run in a container target's image: the same argv, paths mapped to stable mounts
+    (inputs read-only). llmbuild's own modules (the CPU lane's stand-ins) run with llmbuild and
+    its Python packages mounted read-only from this host (the image brings python3.11)."""
+
+    name = "docker"
+
+    def __init__(self, image: Callable[[bool], str], container: str):
+        self.image = image  # image(built) -> image ID once built, else its key tag (for plans)
+        self.container = container  # the container target's address, for messages
+
+    def _container_run(self, invocation: Invocation, image: str) -> ContainerRun:
+        used = sorted(invocation.placeholders(), key=container_path)
+        mounts = [Mount(invocation.paths[arg], container_path(arg), read_only=arg.role != "out") for arg in used]
+        env = {**{k: os.environ[k] for k in invocation.secret_env if k in os.environ}, **invocation.env}
+        program = invocation.program
+        prefix = list(program.argv)
+        if program.python_module:
+            import sysconfig
+
+            import llmbuild
+
+            mounts.append(Mount(Path(llmbuild.__file__).parent, f"{PACKAGE_MOUNT}/llmbuild"))
+            mounts.append(Mount(Path(sysconfig.get_paths()["purelib"]), SITE_MOUNT))
+            env.update(PYTHONPATH=f"{PACKAGE_MOUNT}:{SITE_MOUNT}", HOME="/tmp")
+            prefix = ["python3", "-m", program.python_module]
+        runtime = invocation.tensorrt_llm_runtime  # an unprivileged daemon cannot raise memlock
+        return ContainerRun(
+            image=image, argv=tuple(prefix + invocation.resolved_args({a: container_path(a) for a in used})),
+            mounts=tuple(mounts), workdir="/tmp", env=env,  # scratch (e.g. model.cache) stays inside
+            gpus=invocation.gpus if invocation.uses_devices and invocation.gpus else None,
+            shm_size=SHM_SIZE if runtime else None, ulimits=ULIMITS if runtime else {}, network=False,
+            labels={"llmbuild.target": "step"})
+
+    def run(self, invocation: Invocation, *, log_path: Path, label: str) -> None:
+        reap_orphans()
+        run_in_container(self._container_run(invocation, self.image(True)), log_path=log_path, label=label)
+
+    def recover(self) -> list[str]:
+        try:
+            return [f"removed container {name} left by a killed run" for name in reap_orphans()]
+        except DockerUnavailable:
+            return []  # the steps that need the daemon will say so
+
+    def describe(self, invocation: Invocation) -> dict[str, Any]:
+        try:
+            image = self.image(False)
+        except Exception:  # the container's own sources are not on this machine: show its address
+            image = f"<image of {self.container}>"
+        run = self._container_run(invocation, image)
+        program = list(run.argv[:len(run.argv) - len(invocation.args)])
+        return {"executor": self.name, "program": program, "argv": list(run.argv), "image": image,
+                "container": self.container,
+                "mounts": [{"host": str(m.host), "container": m.container, "read_only": m.read_only}
+                           for m in run.mounts],
+                "gpus": invocation.gpus, "user": run.user, "docker_run": docker_run_command(run)}
+
+    @contextmanager
+    def running(self, argv: list[str], *, repository: Path, gpus: int, port: int, log_path: Path,
+                label: str) -> Iterator[RunningServer]:
+        """A server in this image with `repository` at /models and its `port` published on a
+        free loopback port."""
+        host_port = _free_port()
+        run = ContainerRun(image=self.image(True), argv=tuple(argv), mounts=(Mount(repository, "/models"),),
+                           gpus=gpus, shm_size=SHM_SIZE, ulimits=ULIMITS, ports={port: host_port},
+                           labels={"llmbuild.target": "serve"})
+        with running_container(run, log_path=log_path, label=label) as container:
+            yield RunningServer(f"127.0.0.1:{host_port}", container)
+
+
+@dataclass
+class RunningServer:
+    http_url: str
+    container: Any
+
+    def exit_code(self) -> int | None:
+        self.container.reload()
+        if self.container.status in ("created", "running"):
+            return None
+        return self.container.attrs["State"]["ExitCode"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -8,8 +8,43 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..core.errors import BuildFailed
+from ..core.protocols import Invocation
+
+#: What a step on this host inherits from our environment (besides the secrets it names).
+PASSTHROUGH_ENV = ("HF_HOME", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "PATH", "HOME", "LANG",
+                   "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+class LocalExecutor:
+    """Steps run as child processes of this one; llmbuild's own modules with this interpreter."""
+
+    name = "local"
+
+    @staticmethod
+    def program(invocation: Invocation) -> list[str]:
+        program = invocation.program
+        return [sys.executable, "-m", program.python_module] if program.python_module else list(program.argv)
+
+    def argv(self, invocation: Invocation) -> list[str]:
+        return self.program(invocation) + invocation.resolved_args()
+
+    def environment(self, invocation: Invocation) -> dict[str, str]:
+        names = (*PASSTHROUGH_ENV, *invocation.secret_env)
+        return {**{k: os.environ[k] for k in names if k in os.environ}, **invocation.env}
+
+    def run(self, invocation: Invocation, *, log_path: Path, label: str) -> None:
+        run_logged(self.argv(invocation), cwd=invocation.work, log_path=log_path,
+                   env=self.environment(invocation), label=label)
+
+    def describe(self, invocation: Invocation) -> dict[str, Any]:
+        return {"executor": self.name, "program": self.program(invocation), "argv": self.argv(invocation),
+                "gpus": invocation.gpus}
+
+    def recover(self) -> list[str]:
+        return []  # our children die with us (PR_SET_PDEATHSIG)
 
 
 def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str],

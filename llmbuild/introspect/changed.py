@@ -34,6 +34,7 @@ from typing import Any
 
 from ..core.digests import DigestCache, digest_of_listing
 from ..core.errors import LLMBuildError
+from ..core.protocols import Plugins
 from ..core.settings import PYPROJECT, load_settings
 from ..core.target import Target
 from ..core.workspace import Workspace
@@ -79,7 +80,7 @@ def changed_targets(ws: Workspace, since: str, *, environ: Mapping[str, str] | N
         git.materialise(commit, prefix, rev_top, top)
         sides = _Sides(ws, git, top, prefix, commit, rev_top, tmp_path)
         sides.overlay_ignored()
-        rev_ws = sides.load_rev(since, environ, tmp_path)
+        rev_ws = sides.load_rev(since, environ, tmp_path, ws.plugins)
         sides.collect_changes(rev_ws)
         return _compare(ws, rev_ws, sides, since, commit)
 
@@ -268,7 +269,7 @@ class _Sides:
             out.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(self.top / rel, out)
 
-    def load_rev(self, since: str, environ: dict[str, str], tmp: Path) -> Workspace | None:
+    def load_rev(self, since: str, environ: dict[str, str], tmp: Path, plugins: Plugins) -> Workspace | None:
         root = self.rev_top / self.prefix
         pyproject = root / PYPROJECT
         if not pyproject.is_file() or "[tool.llmbuild" not in pyproject.read_text(errors="replace"):
@@ -280,7 +281,7 @@ class _Sides:
                        "LLMBUILD_CACHE_DIR": str(tmp / "cache" / (Path(settings.cache).name or "cache")),
                        "LLMBUILD_DIST_DIR": str(tmp / "dist" / (Path(settings.dist).name or "dist")),
                        "LLMBUILD_TOOLCHAINS_DIR": str(tmp / "toolchains")}
-            return Workspace.load(root, environ, verify_sources=False)
+            return Workspace.load(root, environ, plugins=plugins, verify_sources=False)
         except LLMBuildError as err:
             raise self.at_rev(err, since) from None
 
@@ -419,7 +420,7 @@ def _fingerprint(ws: Workspace, target: Target, sides: _Sides, *, rev: bool,
             raise
         # Not buildable on this lane and not plannable either: compare what is declared.
         params = target.fields.model_dump(mode="json", exclude={"description", "tags", "lanes"})
-        steps, toolchain = [], {"lane": ws.settings.lane}
+        steps, toolchain = [], {"lane": ws.lane}
     if target.build_file not in raw_tables:
         try:
             raw_tables[target.build_file] = tomllib.loads((ws.root / target.build_file).read_text())
@@ -499,7 +500,7 @@ def _compare(ws: Workspace, rev_ws: Workspace | None, sides: _Sides, since: str,
                 old = _fingerprint(rev_ws, old_target, sides, rev=True, raw_tables=rev_raw)
             except LLMBuildError as err:
                 raise sides.at_rev(err, since) from None
-            own = _own_reasons(old, new, ws.settings.lane)
+            own = _own_reasons(old, new, ws.lane)
         if sides.code_changes and not own:
             own = [f"llmbuild's code changed ({sides.code_changes[0]}"
                    + (f" and {len(sides.code_changes) - 1} more)" if len(sides.code_changes) > 1 else ")")]

@@ -73,7 +73,7 @@ def _directory_label(directory: str) -> str:
 
 
 def _lane(ws: Workspace) -> str:
-    return ws.settings.lane
+    return ws.lane
 
 
 # -- DOT --------------------------------------------------------------------------------------

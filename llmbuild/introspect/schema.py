@@ -17,7 +17,7 @@ from typing import Any
 
 from ..core.addresses import _NAME
 from ..core.buildfiles import DEFAULTS
-from ..core.target import load_kinds
+from ..plugins import load_kinds
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID = "urn:llmbuild:buildfile"

@@ -13,7 +13,9 @@ from pydantic import Field, PositiveInt, model_validator
 
 from ..core.errors import LLMBuildError
 from ..core.steps import OUT, PathArg, Plan, Step
-from ..core.target import FieldGroup, Kind, Source, Target, ToolFields, register
+from ..core.context import KindContext
+from ..core.target import FieldGroup, Kind, Source, register
+from ..toolchains.subsystem import ToolFields
 from ..toolchains.trtllm import flags
 from ..toolchains.trtllm.command import flag_args
 
@@ -73,15 +75,15 @@ class CheckpointFields(ToolFields):
         return self
 
 
-def read_model_config(target: Target) -> dict[str, Any]:
-    path = target.sources["source"] / "config.json"
+def read_model_config(ctx: KindContext) -> dict[str, Any]:
+    path = ctx.sources["source"] / "config.json"
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise target.error(f"{path} is missing: source must be a Hugging Face model directory",
-                           key="source") from None
+        raise ctx.error(f"{path} is missing: source must be a Hugging Face model directory",
+                        key="source") from None
     except json.JSONDecodeError as err:
-        raise target.error(f"{path} is not valid JSON: {err}", key="source") from None
+        raise ctx.error(f"{path} is not valid JSON: {err}", key="source") from None
 
 
 @register
@@ -90,49 +92,49 @@ class Checkpoint(Kind):
     Fields = CheckpointFields
     help = "Hugging Face weights -> TensorRT-LLM checkpoint (convert_checkpoint.py or quantize.py)."
 
-    def facts(self, target, ws):
-        f: CheckpointFields = target.fields
-        present = target.unavailable is None and target.sources["source"].exists()
-        model = read_model_config(target) if present else {}
+    def facts(self, ctx):
+        f: CheckpointFields = ctx.fields
+        present = ctx.unavailable is None and ctx.sources["source"].exists()
+        model = read_model_config(ctx) if present else {}
         return {"dtype": f.dtype or model.get("torch_dtype") or model.get("dtype") or "auto", "tp_size": f.tp_size,
                 "pp_size": f.pp_size, "world_size": f.tp_size * f.pp_size, "model": model,
-                "source_dir": target.sources["source"]}
+                "source_dir": ctx.sources["source"]}
 
-    def check(self, target, ws):
-        f: CheckpointFields = target.fields
-        model = ws.facts(target)["model"]
+    def check(self, ctx):
+        f: CheckpointFields = ctx.fields
+        model = ctx.own_facts()["model"]
         if not model:  # source not present (plan/render without data): nothing to check against
             return
         arch = (model.get("architectures") or ["?"])[0]
         if arch not in ARCHITECTURES[f.family]:
-            raise target.error(f"{arch} is not a {f.family}-family model (the {f.family} converter "
+            raise ctx.error(f"{arch} is not a {f.family}-family model (the {f.family} converter "
                                f"takes {', '.join(sorted(ARCHITECTURES[f.family]))})", key="family")
         heads = model.get("num_attention_heads")
         kv_heads = model.get("num_key_value_heads") or heads
         layers = model.get("num_hidden_layers")
-        config = f"{target.sources['source'].name}/config.json"
+        config = f"{ctx.sources['source'].name}/config.json"
         if heads and heads % f.tp_size:
-            raise target.error(f"tp_size {f.tp_size} does not divide the model's {heads} attention "
+            raise ctx.error(f"tp_size {f.tp_size} does not divide the model's {heads} attention "
                                f"heads ({config})", key="tp_size")
         if kv_heads and kv_heads % f.tp_size and f.tp_size % kv_heads:
-            raise target.error(f"tp_size {f.tp_size} and the model's {kv_heads} KV heads: one must "
+            raise ctx.error(f"tp_size {f.tp_size} and the model's {kv_heads} KV heads: one must "
                                f"divide the other ({config})", key="tp_size")
         if layers and f.pp_size > layers:
-            raise target.error(f"pp_size {f.pp_size} exceeds the model's {layers} layers ({config})",
+            raise ctx.error(f"pp_size {f.pp_size} exceeds the model's {layers} layers ({config})",
                                key="pp_size")
         if f.moe_tp_size or f.moe_ep_size:
             if not model.get("num_local_experts"):
-                raise target.error("moe_tp_size / moe_ep_size need a mixture-of-experts model",
+                raise ctx.error("moe_tp_size / moe_ep_size need a mixture-of-experts model",
                                    key="moe_tp_size" if f.moe_tp_size else "moe_ep_size")
             moe_tp = f.moe_tp_size or f.tp_size // (f.moe_ep_size or 1)
             moe_ep = f.moe_ep_size or f.tp_size // moe_tp
             if moe_tp * moe_ep != f.tp_size:
-                raise target.error(f"moe_tp_size x moe_ep_size ({moe_tp} x {moe_ep}) must equal "
+                raise ctx.error(f"moe_tp_size x moe_ep_size ({moe_tp} x {moe_ep}) must equal "
                                    f"tp_size ({f.tp_size})", key="moe_tp_size")
 
-    def plan(self, target, ws):
-        f: CheckpointFields = target.fields
-        version = ws.toolchain_for(target).trtllm_version
+    def plan(self, ctx):
+        f: CheckpointFields = ctx.fields
+        version = ctx.toolchain.trtllm_version
         io = ["--model_dir", PathArg("source", "source"), "--output_dir", OUT]
         if f.quantization is None:
             tool = CONVERTERS[f.family]
@@ -158,7 +160,7 @@ class Checkpoint(Kind):
             step = Step(tool, tuple(io + args))
             flags.parse_argv(tool, version, [a if isinstance(a, str) else "PATH" for a in step.argv])
         except flags.FlagError as err:
-            raise target.error(str(err)) from None
+            raise ctx.error(str(err)) from None
         except LLMBuildError as err:
-            raise target.error(err.message) from None
+            raise ctx.error(err.message) from None
         return Plan(params={"tool": tool, **passed}, steps=(step,))

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from ..core.errors import LLMBuildError
 from ..core.steps import Plan
 from ..core.target import Kind, Source, TargetFields, register
-from ..toolchains.container import IMAGE_FILE, image_tag
+from ..executors.docker import IMAGE_FILE, image_tag
 
 #: Environment variables NGC / tensorrtllm_backend images set, by what they report.
 VERSION_ENV = {"trtllm_version": ("TRTLLM_VERSION", "TENSORRT_LLM_VERSION"),
@@ -49,8 +49,8 @@ class ContainerFields(TargetFields):
         return self
 
 
-def _say(target, line: str) -> None:
-    print(f"[{target.address}] {line}", file=sys.stderr, flush=True)
+def _say(ctx, line: str) -> None:
+    print(f"[{ctx.address}] {line}", file=sys.stderr, flush=True)
 
 
 @register
@@ -59,37 +59,37 @@ class Container(Kind):
     Fields = ContainerFields
     help = "A Docker image (pulled or built from a Dockerfile) that other targets' steps run in."
 
-    def derived_sources(self, target, ws):
-        f: ContainerFields = target.fields
+    def derived_sources(self, ctx):
+        f: ContainerFields = ctx.fields
         if f.dockerfile and f.context is None:
-            return {"context": target.sources["dockerfile"].parent}
+            return {"context": ctx.sources["dockerfile"].parent}
         return {}
 
-    def facts(self, target, ws):
-        f: ContainerFields = target.fields
+    def facts(self, ctx):
+        f: ContainerFields = ctx.fields
         return {"trtllm_version": f.trtllm_version, "tensorrt_version": f.tensorrt_version}
 
-    def check(self, target, ws):
-        if target.fields.dockerfile:
-            context, dockerfile = target.sources["context"], target.sources["dockerfile"]
+    def check(self, ctx):
+        if ctx.fields.dockerfile:
+            context, dockerfile = ctx.sources["context"], ctx.sources["dockerfile"]
             if not context.is_dir():
-                raise target.error(f"build context {context} is not a directory", key="context")
+                raise ctx.error(f"build context {context} is not a directory", key="context")
             if context not in dockerfile.parents:
-                raise target.error(f"the Dockerfile must lie inside the build context {context}",
+                raise ctx.error(f"the Dockerfile must lie inside the build context {context}",
                                    key="dockerfile")
 
-    def plan(self, target, ws):
-        f: ContainerFields = target.fields
+    def plan(self, ctx):
+        f: ContainerFields = ctx.fields
         params: dict[str, Any] = {"trtllm_version": f.trtllm_version, "tensorrt_version": f.tensorrt_version}
         if f.image:
             params["image"] = f.image
         else:
-            dockerfile = target.sources["dockerfile"].relative_to(target.sources["context"]).as_posix()
+            dockerfile = ctx.sources["dockerfile"].relative_to(ctx.sources["context"]).as_posix()
             params.update(dockerfile=dockerfile, build_args=dict(sorted(f.build_args.items())),
                           target=f.target, platform=f.platform)
         return Plan(params=params)
 
-    def output_valid(self, target, ws, key):
+    def output_valid(self, ctx, key):
         from ..executors.docker import docker_client
         from docker.errors import ImageNotFound
 
@@ -99,39 +99,39 @@ class Container(Kind):
             return False
         return True
 
-    def run(self, target, ctx):
+    def run(self, ctx):
         from ..executors.docker import docker_client
 
         client = docker_client()
         tag = image_tag(ctx.key)
-        if target.fields.image:
-            image = self._take(client, target, ctx)
+        if ctx.fields.image:
+            image = self._take(client, ctx)
             image.tag(*tag.split(":"))
         else:
-            self._build(client, target, ctx, tag)
+            self._build(client, ctx, tag)
         image = client.images.get(tag)
-        identity = {"image_id": image.id, **self._versions(target, image)}
+        identity = {"image_id": image.id, **self._versions(ctx, image)}
         (ctx.out / IMAGE_FILE).write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
-        _say(target, f"image {image.id[:19]} ({tag})")
+        _say(ctx, f"image {image.id[:19]} ({tag})")
 
-    def _take(self, client, target, ctx):
+    def _take(self, client, ctx):
         from docker.errors import APIError, ImageNotFound
 
-        ref = target.fields.image
+        ref = ctx.fields.image
         try:
             return client.images.get(ref)
         except ImageNotFound:
-            _say(target, f"pulling {ref}")
+            _say(ctx, f"pulling {ref}")
         try:
-            return client.images.pull(ref, platform=target.fields.platform)
+            return client.images.pull(ref, platform=ctx.fields.platform)
         except APIError as err:
             raise LLMBuildError(f"cannot pull {ref}: {err.explanation or err}") from None
 
-    def _build(self, client, target, ctx, tag: str) -> None:
-        f: ContainerFields = target.fields
+    def _build(self, client, ctx, tag: str) -> None:
+        f: ContainerFields = ctx.fields
         plan = ctx.plan.params
         with open(ctx.log, "a") as log:
-            stream = client.api.build(path=str(target.sources["context"]), dockerfile=plan["dockerfile"],
+            stream = client.api.build(path=str(ctx.sources["context"]), dockerfile=plan["dockerfile"],
                                       buildargs=f.build_args, target=f.target, platform=f.platform,
                                       tag=tag, rm=True, forcerm=True, decode=True, pull=False)
             for chunk in stream:
@@ -142,14 +142,14 @@ class Container(Kind):
                 if text:
                     log.write(text)
                     if text.strip() and (text.startswith("Step ") or text.startswith("Successfully")):
-                        _say(target, text.strip())
+                        _say(ctx, text.strip())
 
-    def _versions(self, target, image) -> dict[str, str | None]:
+    def _versions(self, ctx, image) -> dict[str, str | None]:
         """Declared versions, checked against (or else read from) the image's environment."""
         env = dict(item.split("=", 1) for item in image.attrs.get("Config", {}).get("Env") or [] if "=" in item)
         found = {}
         for field, names in VERSION_ENV.items():
-            declared = getattr(target.fields, field)
+            declared = getattr(ctx.fields, field)
             seen = next((env[n] for n in names if n in env), None)
             if declared and seen and not seen.startswith(declared):
                 raise LLMBuildError(f"{field} is declared {declared} but the image reports {seen}")

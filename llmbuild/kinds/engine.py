@@ -13,7 +13,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from ..core.steps import OUT, PathArg, Plan, Step
-from ..core.target import FieldGroup, Kind, Ref, Source, ToolFields, register
+from ..core.context import KindContext
+from ..core.target import FieldGroup, Kind, Ref, Source, register
+from ..toolchains.subsystem import ToolFields
+from ._shared import check_gpus
 from ..toolchains.trtllm import flags
 from ..toolchains.trtllm.command import flag_args
 
@@ -101,23 +104,25 @@ class Engine(Kind):
     Fields = EngineFields
     help = "TensorRT-LLM checkpoint -> engine directory (trtllm-build)."
 
-    def _values(self, target, ws) -> dict[str, Any]:
-        f: EngineFields = target.fields
+    def _values(self, ctx) -> dict[str, Any]:
+        f: EngineFields = ctx.fields
         values: dict[str, Any] = {name: getattr(f, name) for name in FLAG_FIELDS}
         if f.lora:
-            checkpoint = ws.facts(target.dep("checkpoint"))
+            checkpoint = ctx.facts_of("checkpoint")
             values["lora_plugin"] = f.lora.plugin or checkpoint["dtype"]
             values["max_lora_rank"] = f.lora.max_rank
             values["lora_target_modules"] = f.lora.target_modules
             values["lora_ckpt_source"] = f.lora.ckpt_source
         return values
 
-    def facts(self, target, ws):
+    def facts(self, ctx):
         """The engine's config.json as declared (version defaults filled in), so a repository
-        can be generated and checked before the engine exists; and where its tokenizer is."""
-        version = ws.toolchain_for(target).trtllm_version
-        checkpoint = ws.facts(target.dep("checkpoint"))
-        declared = self._values(target, ws)
+        can be generated and checked before the engine exists; where its tokenizer is; and the
+        toolchain it is built with (an engine only loads in that TensorRT-LLM / TensorRT)."""
+        toolchain = ctx.toolchain
+        version = toolchain.trtllm_version
+        checkpoint = ctx.facts_of("checkpoint")
+        declared = self._values(ctx)
 
         def effective(flag: str) -> Any:
             value = declared.get(flag)
@@ -127,10 +132,13 @@ class Engine(Kind):
             return effective(flag) in (True, "enable")
 
         gather_all = declared["gather_all_token_logits"]
-        lora = target.fields.lora
+        lora = ctx.fields.lora
         return {
             "tokenizer_dir": checkpoint["source_dir"],
             "world_size": checkpoint["world_size"],
+            "built_with": {"trtllm_version": version,
+                           "tensorrt_version": toolchain.device_identity().get("tensorrt_version"),
+                           "container": str(ctx.dep("container").address) if ctx.has_dep("container") else None},
             "config": {
                 "version": version,
                 "pretrained_config": {
@@ -157,34 +165,34 @@ class Engine(Kind):
             },
         }
 
-    def check(self, target, ws):
-        f: EngineFields = target.fields
-        build = ws.facts(target)["config"]["build_config"]
+    def check(self, ctx):
+        f: EngineFields = ctx.fields
+        facts = ctx.own_facts()
+        build = facts["config"]["build_config"]
         if build["max_seq_len"] and build["max_input_len"] > build["max_seq_len"]:
-            raise target.error(f"max_input_len ({build['max_input_len']}) exceeds max_seq_len "
+            raise ctx.error(f"max_input_len ({build['max_input_len']}) exceeds max_seq_len "
                                f"({build['max_seq_len']}{'' if f.max_seq_len else ', the model max_position_embeddings'})",
                                key="max_input_len")
         if f.lora and f.lora.dirs:
             for index in range(len(f.lora.dirs)):
-                check_adapter(target, target.sources[f"lora.dirs.{index}"], f.lora,
-                              self._values(target, ws)["lora_plugin"])
-        if ws.settings.lane == "gpu":
-            target.check_gpus(ws, ws.facts(target)["world_size"], str(target.dep("checkpoint").address))
-            estimate_memory(target, ws)
+                check_adapter(ctx, ctx.sources[f"lora.dirs.{index}"], f.lora, self._values(ctx)["lora_plugin"])
+        if ctx.lane == "gpu":
+            check_gpus(ctx, facts["world_size"], str(ctx.dep("checkpoint").address))
+            estimate_memory(ctx)
 
-    def plan(self, target, ws):
-        f: EngineFields = target.fields
-        version = ws.toolchain_for(target).trtllm_version
+    def plan(self, ctx):
+        f: EngineFields = ctx.fields
+        version = ctx.toolchain.trtllm_version
         io: list = ["--checkpoint_dir", PathArg("dep", "checkpoint"), "--output_dir", OUT]
         if f.lora and f.lora.dirs:
             io += ["--lora_dir", *(PathArg("source", f"lora.dirs.{i}") for i in range(len(f.lora.dirs)))]
         try:
-            args, passed = flag_args(TOOL, version, self._values(target, ws))
-            step = Step(TOOL, tuple(io + args), gpus=ws.facts(target.dep("checkpoint"))["world_size"])
+            args, passed = flag_args(TOOL, version, self._values(ctx))
+            step = Step(TOOL, tuple(io + args), gpus=ctx.facts_of("checkpoint")["world_size"])
             flags.parse_argv(TOOL, version, [a if isinstance(a, str) else "PATH" for a in step.argv])
         except flags.FlagError as err:
-            raise target.error(str(err)) from None
-        return Plan(params=passed, steps=(step,), extra_identity=ws.toolchain_for(target).device_identity())
+            raise ctx.error(str(err)) from None
+        return Plan(params=passed, steps=(step,), extra_identity=ctx.toolchain.device_identity())
 
 
 #: TensorRT-LLM LoRA module -> Hugging Face (PEFT) module name, as its HF LoRA loader maps them.
@@ -193,22 +201,22 @@ HF_LORA_MODULES = {"attn_q": "q_proj", "attn_k": "k_proj", "attn_v": "v_proj", "
 SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}
 
 
-def check_adapter(target, adapter: Path, lora: Lora, plugin_dtype: str) -> None:
+def check_adapter(ctx: KindContext, adapter: Path, lora: Lora, plugin_dtype: str) -> None:
     """A built-in LoRA adapter must fit the engine: rank, target modules, dtype."""
     config_path = adapter / "adapter_config.json"
     try:
         config = json.loads(config_path.read_text())
     except (OSError, ValueError) as err:
-        raise target.error(f"{config_path} is not a readable PEFT adapter config: {err}", key="lora.dirs") from None
+        raise ctx.error(f"{config_path} is not a readable PEFT adapter config: {err}", key="lora.dirs") from None
     rank = config.get("r")
     if isinstance(rank, int) and rank > lora.max_rank:
-        raise target.error(f"adapter {adapter.name} has rank {rank}, above the engine's max_rank "
+        raise ctx.error(f"adapter {adapter.name} has rank {rank}, above the engine's max_rank "
                            f"{lora.max_rank} (lora.max_rank)", key="lora.max_rank")
     if lora.target_modules:
         allowed = {HF_LORA_MODULES.get(m, m) for m in lora.target_modules}
         extra = sorted(set(config.get("target_modules") or []) - allowed)
         if extra:
-            raise target.error(f"adapter {adapter.name} adapts {', '.join(extra)}, which the engine is not "
+            raise ctx.error(f"adapter {adapter.name} adapts {', '.join(extra)}, which the engine is not "
                                f"built for (lora.target_modules: {', '.join(lora.target_modules)})",
                                key="lora.target_modules")
     weights = adapter / "adapter_model.safetensors"
@@ -217,19 +225,19 @@ def check_adapter(target, adapter: Path, lora: Lora, plugin_dtype: str) -> None:
             header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
         dtypes = {SAFETENSORS_DTYPES.get(t["dtype"], t["dtype"]) for k, t in header.items() if k != "__metadata__"}
         if dtypes and dtypes != {plugin_dtype}:
-            raise target.error(f"adapter {adapter.name} holds {', '.join(sorted(dtypes))} weights but the "
+            raise ctx.error(f"adapter {adapter.name} holds {', '.join(sorted(dtypes))} weights but the "
                                f"LoRA plugin is {plugin_dtype} (lora.plugin)", key="lora.plugin")
 
 
 BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "auto": 2}
 
 
-def estimate_memory(target, ws) -> None:
+def estimate_memory(ctx: KindContext) -> None:
     """Weights + a full KV cache per GPU against the declared GPU memory: a warning, as the real
     runtime sizes the KV cache to what is free instead of failing."""
-    memory = ws.settings.host.gpu_memory_gib
-    facts = ws.facts(target)
-    model = ws.facts(target.dep("checkpoint"))["model"]
+    memory = ctx.toolchain.gpu_memory_gib
+    facts = ctx.own_facts()
+    model = ctx.facts_of("checkpoint")["model"]
     if memory is None or not model:
         return
     hidden, layers = model.get("hidden_size", 0), model.get("num_hidden_layers", 0)
@@ -246,6 +254,6 @@ def estimate_memory(target, ws) -> None:
     kv = 2 * layers * kv_heads * head_dim * dtype_bytes * build["max_batch_size"] * (build["max_seq_len"] or 0)
     per_gpu = (params * dtype_bytes + kv) / facts["world_size"] / 2**30
     if per_gpu > memory:
-        target.warn(ws, f"weights + a full KV cache need about {per_gpu:.1f} GiB per GPU "
+        ctx.warn(f"weights + a full KV cache need about {per_gpu:.1f} GiB per GPU "
                     f"(max_batch_size {build['max_batch_size']} x max_seq_len {build['max_seq_len']}) but "
                     f"[tool.llmbuild.host] gpu_memory_gib = {memory}; the runtime will hold fewer sequences")

@@ -58,18 +58,18 @@ def serving_options(fields) -> ServingOptions:
     return ServingOptions(**values)
 
 
-def check_tokenizer(target, ws) -> None:
+def check_tokenizer(ctx) -> None:
     """The tokenizer is copied into the repository (so it holds on the host and in a container):
     it must be there and load."""
-    path = target.sources["tokenizer"]
-    if not ws.verify_sources and not path.exists():
+    path = ctx.sources["tokenizer"]
+    if not ctx.verify_sources and not path.exists():
         return
-    key = "tokenizer" if target.fields.tokenizer else "engine"
-    where = "" if target.fields.tokenizer else " (the checkpoint's source, the default tokenizer)"
+    key = "tokenizer" if ctx.fields.tokenizer else "engine"
+    where = "" if ctx.fields.tokenizer else " (the checkpoint's source, the default tokenizer)"
     try:
         files = checked_tokenizer_files(path)
     except RepositoryError as err:
-        raise target.error(err.message.split(": ", 1)[-1] + where, key=key) from None
+        raise ctx.error(err.message.split(": ", 1)[-1] + where, key=key) from None
     tokenizer_json = path / "tokenizer.json"
     if tokenizer_json in files:
         try:
@@ -79,7 +79,7 @@ def check_tokenizer(target, ws) -> None:
         try:
             Tokenizer.from_file(str(tokenizer_json))
         except Exception as err:  # noqa: BLE001 - any parse failure means the server fails too
-            raise target.error(f"{tokenizer_json} does not load: {err}{where}", key=key) from None
+            raise ctx.error(f"{tokenizer_json} does not load: {err}{where}", key=key) from None
 
 
 @register
@@ -88,42 +88,42 @@ class Repository(Kind):
     Fields = RepositoryFields
     help = "Engine -> Triton model repository (five config.pbtxt, generated and checked)."
 
-    def derived_sources(self, target, ws):
-        if target.fields.tokenizer is None:
-            return {"tokenizer": ws.facts(target.dep("engine"))["tokenizer_dir"]}
+    def derived_sources(self, ctx):
+        if ctx.fields.tokenizer is None:
+            return {"tokenizer": ctx.facts_of("engine")["tokenizer_dir"]}
         return {}
 
-    def facts(self, target, ws):
-        f = target.fields
-        engine = ws.facts(target.dep("engine"))
-        build = engine["config"]["build_config"]
-        return {"decoupled": f.decoupled, "entrypoint": f.entrypoint, "world_size": engine["world_size"],
-                "max_seq_len": build["max_seq_len"], "max_input_len": build["max_input_len"]}
+    def facts(self, ctx):
+        f = ctx.fields
+        engine = ctx.dep("engine")
+        build = engine.facts["config"]["build_config"]
+        return {"decoupled": f.decoupled, "entrypoint": f.entrypoint, "world_size": engine.facts["world_size"],
+                "max_seq_len": build["max_seq_len"], "max_input_len": build["max_input_len"],
+                "engine": str(engine.address), "engine_built_with": engine.facts["built_with"]}
 
-    def _configs(self, target, ws, engine_config: dict):
+    def _configs(self, ctx, engine_config: dict):
         try:
-            return build_configs(serving_options(target.fields), engine_config, lane=ws.settings.lane)
+            return build_configs(serving_options(ctx.fields), engine_config, lane=ctx.lane)
         except RepositoryError as err:
-            engine = target.dep("engine")
-            raise target.error(f"{err.message} (engine {engine.address})") from None
+            raise ctx.error(f"{err.message} (engine {ctx.dep('engine').address})") from None
 
-    def check(self, target, ws):
-        self._configs(target, ws, ws.facts(target.dep("engine"))["config"])
-        check_tokenizer(target, ws)
+    def check(self, ctx):
+        self._configs(ctx, ctx.facts_of("engine")["config"])
+        check_tokenizer(ctx)
 
-    def plan(self, target, ws):
-        options = dataclasses.asdict(serving_options(target.fields))
-        code = [TRITON_CODE] + ([CPU_RUNTIME_SOURCE] if ws.settings.lane == "cpu" else [])
-        return Plan(params={"lane": ws.settings.lane, "serving": options},
+    def plan(self, ctx):
+        options = dataclasses.asdict(serving_options(ctx.fields))
+        code = [TRITON_CODE] + ([CPU_RUNTIME_SOURCE] if ctx.lane == "cpu" else [])
+        return Plan(params={"lane": ctx.lane, "serving": options},
                     extra_identity={"generator": code_digest(*code)})
 
-    def run(self, target, ctx):
+    def run(self, ctx):
         engine_dir = ctx.dep_out("engine")
         engine_config = json.loads((engine_dir / "config.json").read_text())
-        configs = self._configs(target, ctx.ws, engine_config)
+        configs = self._configs(ctx, engine_config)
         write_repository(ctx.out, configs, engine_dir=engine_dir,
-                         tokenizer_dir=target.sources["tokenizer"], lane=ctx.ws.settings.lane)
+                         tokenizer_dir=ctx.sources["tokenizer"], lane=ctx.lane)
 
-    def render(self, target, ws, out):
-        configs = self._configs(target, ws, ws.facts(target.dep("engine"))["config"])
-        write_repository(out, configs, engine_dir=None, tokenizer_dir=None, lane=ws.settings.lane)
+    def render(self, ctx, out):
+        configs = self._configs(ctx, ctx.facts_of("engine")["config"])
+        write_repository(out, configs, engine_dir=None, tokenizer_dir=None, lane=ctx.lane)

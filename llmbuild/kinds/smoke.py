@@ -16,7 +16,10 @@ from pydantic import Field, PositiveInt, model_validator
 
 from ..core.errors import LLMBuildError
 from ..core.steps import Plan
-from ..core.target import FieldGroup, Kind, Ref, ToolFields, register
+from ..core.context import KindContext
+from ..core.target import FieldGroup, Kind, Ref, register
+from ..toolchains.subsystem import ToolFields
+from ._shared import check_gpus
 
 Endpoint = Literal["ensemble", "tensorrt_llm_bls"]
 
@@ -97,41 +100,41 @@ class Smoke(Kind):
     Fields = SmokeFields
     help = "Serve a repository with Triton and check /generate answers."
 
-    def unavailable(self, target, ws):
-        return ws.toolchain_for(target).serving_unavailable()
+    def unavailable(self, ctx):
+        return ctx.serving_unavailable()
 
-    def check(self, target, ws):
-        repository_target = target.dep("repository")
-        repository = ws.facts(repository_target)
-        for index, request in enumerate(target.fields.all_requests()):
-            prefix = "" if index == 0 and target.fields.prompt is not None else f"requests[{index}]."
+    def check(self, ctx):
+        repository_dep = ctx.dep("repository")
+        repository = repository_dep.facts
+        for index, request in enumerate(ctx.fields.all_requests()):
+            prefix = "" if index == 0 and ctx.fields.prompt is not None else f"requests[{index}]."
             if request.stream and not repository["decoupled"]:
-                raise target.error(
-                    f"streaming needs a decoupled repository, but {repository_target.address} "
+                raise ctx.error(
+                    f"streaming needs a decoupled repository, but {repository_dep.address} "
                     f"has decoupled = false", key=prefix + "stream")
             limit = repository["max_seq_len"]
             if limit and request.max_tokens >= limit and request.expect_error is None:
-                raise target.error(
+                raise ctx.error(
                     f"max_tokens {request.max_tokens} leaves no room for a prompt: the engine behind "
-                    f"{repository_target.address} has max_seq_len {limit}", key=prefix + "max_tokens")
-        if ws.settings.lane == "gpu":
-            target.check_gpus(ws, repository["world_size"], str(repository_target.dep("engine").address))
-            check_serving_versions(target, ws, repository_target.dep("engine"))
+                    f"{repository_dep.address} has max_seq_len {limit}", key=prefix + "max_tokens")
+        if ctx.lane == "gpu":
+            check_gpus(ctx, repository["world_size"], repository["engine"])
+            check_serving_versions(ctx, repository)
 
-    def plan(self, target, ws):
-        repository = ws.facts(target.dep("repository"))
-        requests = [r.model_dump() for r in target.fields.all_requests()]
+    def plan(self, ctx):
+        repository = ctx.facts_of("repository")
+        requests = [r.model_dump() for r in ctx.fields.all_requests()]
         for request in requests:
             request["endpoint"] = request["endpoint"] or repository["entrypoint"]
-        return Plan(params={"requests": requests}, extra_identity=ws.toolchain_for(target).server_identity())
+        return Plan(params={"requests": requests}, extra_identity=ctx.toolchain.server_identity())
 
-    def run(self, target, ctx):
+    def run(self, ctx):
         repository = ctx.dep_out("repository")
         count_tokens = _token_counter(repository / "preprocessing" / "1" / "tokenizer")
         results, failed = [], []
-        world_size = ctx.ws.facts(target.dep("repository"))["world_size"]
-        with ctx.ws.toolchain_for(target).serve(repository, log_path=ctx.out / "triton.log", world_size=world_size,
-                                                progress=lambda line: _say(target, line)) as server:
+        world_size = ctx.facts_of("repository")["world_size"]
+        with ctx.serve(repository, log_path=ctx.out / "triton.log", world_size=world_size,
+                       progress=lambda line: _say(ctx, line)) as server:
             from ..triton.client import generate
 
             for request in ctx.plan.params["requests"]:
@@ -151,28 +154,29 @@ class Smoke(Kind):
                                 "error": answer.error, "tokens": tokens,
                                 "latency_ms": round(answer.seconds * 1000, 1), "ok": not problems,
                                 "problems": problems})
-                _say(target, f"{request['endpoint']}{' (stream)' if spec.stream else ''} "
+                _say(ctx, f"{request['endpoint']}{' (stream)' if spec.stream else ''} "
                      f"{spec.prompt!r} -> {answer.text or answer.error!r} "
                      f"[{tokens} tokens, {answer.seconds * 1000:.0f} ms] {'ok' if not problems else 'FAILED'}")
                 failed += [f"request {len(results)}: {p}" for p in problems]
-        report = {"lane": ctx.ws.settings.lane, "passed": not failed, "requests": results}
+        report = {"lane": ctx.lane, "passed": not failed, "requests": results}
         (ctx.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         if failed:
             raise LLMBuildError("smoke checks failed: " + "; ".join(failed))
 
 
-def check_serving_versions(target, ws, engine) -> None:
+def check_serving_versions(ctx: KindContext, repository: dict) -> None:
     """An engine only loads in the TensorRT-LLM / TensorRT it was built with."""
-    built, served = ws.toolchain_for(engine), ws.toolchain_for(target)
-    for what, old, new in (("TensorRT-LLM", built.trtllm_version, served.trtllm_version),
-                           ("TensorRT", built.device_identity().get("tensorrt_version"),
-                            served.device_identity().get("tensorrt_version"))):
+    built, served = repository["engine_built_with"], ctx.toolchain
+    container = str(ctx.dep("container").address) if ctx.has_dep("container") else None
+    for what, old, new in (("TensorRT-LLM", built["trtllm_version"], served.trtllm_version),
+                           ("TensorRT", built["tensorrt_version"], served.device_identity().get("tensorrt_version"))):
         if old and new and old != new:
-            via = lambda t: f" (container {t.dep('container').address})" if "container" in t.deps else ""
-            raise target.error(f"{engine.address} is built with {what} {old}{via(engine)} but would be "
-                               f"served with {what} {new}{via(target)}; an engine only loads in the "
-                               f"version that built it", key="container")
+            def via(address):
+                return f" (container {address})" if address else ""
+            raise ctx.error(f"{repository['engine']} is built with {what} {old}{via(built['container'])} but "
+                            f"would be served with {what} {new}{via(container)}; an engine only loads in the "
+                            f"version that built it", key="container")
 
 
-def _say(target, line: str) -> None:
-    print(f"[{target.address}] {line}", file=sys.stderr, flush=True)
+def _say(ctx: KindContext, line: str) -> None:
+    print(f"[{ctx.address}] {line}", file=sys.stderr, flush=True)

@@ -1,17 +1,6 @@
-"""Toolchains: which program runs a step, and how, on each lane."""
+"""Toolchains: which programs a step runs, and what identifies them.
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ..core.workspace import Workspace
-    from .base import Toolchain
-
-
-def toolchain_for(ws: Workspace) -> Toolchain:
-    from .cpu_lane import CpuToolchain
-    from .host import HostToolchain
-
-    lanes = {"cpu": CpuToolchain, "gpu": HostToolchain}
-    return lanes[ws.settings.lane](ws)
+`cpu/` is the CPU lane (llmbuild's stand-ins and a PyTorch runtime behind a real Triton);
+`trtllm/` the real TensorRT-LLM of a declared version (its flag tables as data). Where a
+program runs is an executor's business (`llmbuild.executors`).
+"""

@@ -1,42 +1,34 @@
-"""The toolchain seam: the same Step runs on either lane; only the program differs."""
+"""What every toolchain shares: its identity, the environment tools get, and invocations."""
 
 from __future__ import annotations
 
-import os
-from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
-
-from ..core.steps import PathArg, Step
-from .trtllm import flags
-
 from pathlib import Path
+from typing import Any
 
-if TYPE_CHECKING:
-    from ..core.build import RunContext
-    from ..core.workspace import Workspace
+from ..core.protocols import Executor, Invocation, Program
+from ..core.steps import PathArg, Step
+from .subsystem import HostSettings
 
-#: Secrets the real tools read from the environment: passed through, never recorded.
+#: Secrets the real tools read from the environment: passed through by name, never recorded.
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-#: What a host step inherits from our environment.
-PASSTHROUGH_ENV = (*SECRET_ENV, "HF_HOME", "CUDA_VISIBLE_DEVICES",
-                   "NVIDIA_VISIBLE_DEVICES", "PATH", "HOME", "LANG", "LC_ALL", "TMPDIR",
-                   "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV")
 
 
-def resolve(arg: str | PathArg, paths: dict[PathArg, Path]) -> str:
-    if not isinstance(arg, PathArg):
-        return arg
-    base = paths[PathArg(arg.role, arg.field)]
-    return str(base / arg.sub) if arg.sub else str(base)
+class BaseToolchain:
+    """A lane's programs for one TensorRT-LLM (and TensorRT) version."""
 
-
-class Toolchain(ABC):
     lane: str
+    uses_devices = False  # whether steps get real GPUs
+    tensorrt_llm_runtime = False  # whether steps need TensorRT-LLM's shared memory and ulimits
 
-    def __init__(self, ws: Workspace):
-        self.ws = ws
-        self.trtllm_version = flags.resolve_version(ws.settings.trtllm_version or flags.DEFAULT_VERSION)
+    def __init__(self, *, trtllm_version: str, host: HostSettings, tensorrt_version: str | None = None):
+        self.trtllm_version = trtllm_version
+        self.host = host
+        self.tensorrt_version = tensorrt_version or host.tensorrt_version
+        self.gpu_arch = host.gpu_arch
+        self.gpus_offered = host.gpus
+        self.gpu_memory_gib = host.gpu_memory_gib
 
     @cached_property
     def identity(self) -> dict[str, Any]:
@@ -46,46 +38,20 @@ class Toolchain(ABC):
     def _identity(self) -> dict[str, Any]:
         return {}
 
-    @abstractmethod
-    def program(self, tool: str) -> list[str]:
-        """The argv prefix that runs `tool` on this lane."""
-
-    def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k in PASSTHROUGH_ENV}
-        env["LLMBUILD_TRTLLM_VERSION"] = self.trtllm_version
-        return env
-
-    def command(self, step: Step, paths: dict[PathArg, Path]) -> list[str]:
-        return self.program(step.tool) + [resolve(a, paths) for a in step.argv]
-
-    def run(self, step: Step, ctx: RunContext) -> None:
-        from ..executors.local import run_logged
-
-        run_logged(self.command(step, ctx.paths(step)), cwd=ctx.work, log_path=ctx.log,
-                   env=self.environment(), label=str(ctx.target.address))
-
-    def device_identity(self) -> dict[str, Any]:
-        """What an engine depends on besides its inputs: the TensorRT build and GPU it targets."""
-        if self.lane != "gpu":
-            return {}
-        host = self.ws.settings.host
-        return {"tensorrt_version": self.tensorrt_version or host.tensorrt_version, "gpu_arch": host.gpu_arch}
-
-    tensorrt_version: str | None = None
-
-    def serving_unavailable(self) -> str | None:
-        """Why this toolchain cannot run Triton, or None."""
-        return f"serving on the {self.lane} lane needs the container toolchain"
-
-    def serve(self, repository: Path, *, log_path: Path, progress=print, world_size: int = 1):
-        """A context manager running Triton on `repository`; yields an object with `http_url`."""
+    def program(self, tool: str) -> Program:
         raise NotImplementedError
 
-    def server_identity(self) -> dict[str, Any]:
-        """What enters the key of a step that serves (the Triton build used)."""
+    def device_identity(self) -> dict[str, Any]:
         return {}
 
-    def describe(self, step: Step, paths: dict[PathArg, Path]) -> dict[str, Any]:
-        """What `llmbuild plan` shows for a step."""
-        return {"lane": self.lane, "tool": step.tool, "program": self.program(step.tool),
-                "argv": self.command(step, paths), "gpus": step.gpus}
+    def invocation(self, step: Step, paths: Mapping[PathArg, Path], work: Path) -> Invocation:
+        return Invocation(program=self.program(step.tool), args=step.argv, paths=paths, work=work,
+                          env={"LLMBUILD_TRTLLM_VERSION": self.trtllm_version}, secret_env=SECRET_ENV,
+                          gpus=step.gpus, uses_devices=self.uses_devices,
+                          tensorrt_llm_runtime=self.tensorrt_llm_runtime)
+
+    def serving_unavailable(self, executor: Executor) -> str | None:
+        return None
+
+    def server_identity(self) -> dict[str, Any]:
+        return {}

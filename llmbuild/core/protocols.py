@@ -1,0 +1,154 @@
+"""The seams the core defines and never implements: toolchains, executors, plugins.
+
+A *toolchain* says which programs a step runs and what identifies them (lane,
+TensorRT-LLM / TensorRT versions, GPU architecture, the stand-ins' code). An
+*executor* says where an argv runs (a local process, a Docker container, a Ray
+worker). A step crosses the seam as an `Invocation`: placeholders for paths,
+host paths for them, the GPUs it needs, and its environment with secrets named
+but never valued, so it can be shipped to another machine and its identity
+never holds a secret. `Plugins` is what a workspace is loaded with: the kinds,
+the settings subsystems, and the choice of toolchain and executor per target.
+Implementations live outside `core/` (`llmbuild.plugins` wires the defaults).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from .steps import PathArg
+
+if TYPE_CHECKING:
+    from .target import Kind, Target
+    from .workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Program:
+    """What runs: an argv prefix, or one of llmbuild's own Python modules (the CPU lane's
+    stand-ins), which an executor runs with an interpreter that can import llmbuild."""
+
+    argv: tuple[str, ...] = ()
+    python_module: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.argv) == bool(self.python_module):
+            raise ValueError("a Program is either an argv prefix or a python module")
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One program run, ready for any executor.
+
+    `args` keep their placeholders; `paths` give each placeholder's host path (inputs
+    and the output directory). `env` holds plain values; `secret_env` only names variables
+    the executor passes through from its own environment at run time."""
+
+    program: Program
+    args: tuple[str | PathArg, ...]
+    paths: Mapping[PathArg, Path]
+    work: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: tuple[str, ...] = ()
+    gpus: int = 0  # devices the step needs (tp x pp for an engine build)
+    uses_devices: bool = False  # real GPUs to request (False on the CPU lane)
+    tensorrt_llm_runtime: bool = False  # the NCCL/MPI shared memory and ulimits TensorRT-LLM needs
+
+    def resolved_args(self, where: Mapping[PathArg, str | Path] | None = None) -> list[str]:
+        """The args with each placeholder replaced by its path in `where` (default: host paths)."""
+        where = self.paths if where is None else where
+        resolved = []
+        for arg in self.args:
+            if isinstance(arg, PathArg):
+                base = str(where[PathArg(arg.role, arg.field)])
+                arg = f"{base}/{arg.sub}" if arg.sub else base
+            resolved.append(arg)
+        return resolved
+
+    def placeholders(self) -> set[PathArg]:
+        """The base placeholders the args use, plus the output."""
+        used = {PathArg(a.role, a.field) for a in self.args if isinstance(a, PathArg)}
+        return used | {PathArg("out")}
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Where an invocation runs."""
+
+    name: str  # "local", "docker", "ray": what dist/run.json reports
+
+    def run(self, invocation: Invocation, *, log_path: Path, label: str) -> None:
+        """Run it to completion, output streamed to log_path; raise BuildFailed on failure."""
+
+    def describe(self, invocation: Invocation) -> dict[str, Any]:
+        """What `llmbuild plan` shows: the argv as it would run, and where."""
+
+    def recover(self) -> list[str]:
+        """At the start of a run: clean up what a killed earlier run left; one line per thing."""
+
+
+class Server(Protocol):
+    http_url: str
+
+
+@runtime_checkable
+class Toolchain(Protocol):
+    """Which programs run, and the identity that enters every key built with them."""
+
+    lane: str
+    trtllm_version: str
+    tensorrt_version: str | None
+    gpu_arch: str | None
+    gpus_offered: int | None  # GPUs the host declares (None: unknown)
+    gpu_memory_gib: float | None
+
+    @property
+    def identity(self) -> dict[str, Any]: ...
+
+    def device_identity(self) -> dict[str, Any]:
+        """What a built engine depends on besides its inputs (TensorRT build, GPU arch)."""
+
+    def invocation(self, step: Any, paths: Mapping[PathArg, Path], work: Path) -> Invocation: ...
+
+    def serving_unavailable(self, executor: Executor) -> str | None: ...
+
+    def server_identity(self) -> dict[str, Any]: ...
+
+    def serve(self, repository: Path, *, executor: Executor, log_path: Path,
+              progress: Callable[[str], None], world_size: int) -> AbstractContextManager[Server]: ...
+
+
+@dataclass(frozen=True)
+class Subsystem:
+    """Settings in `[tool.llmbuild]` owned by one plugin (Pants' subsystems): its keys are
+    the model's fields, validated by it; `env` maps environment overrides to keys."""
+
+    model: type[BaseModel]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+class Plugins(Protocol):
+    """What a workspace is loaded with."""
+
+    kinds: Mapping[str, Kind]
+    subsystems: tuple[Subsystem, ...]
+
+    def lane(self, ws: Workspace) -> str: ...
+
+    def field_defaults(self, ws: Workspace) -> dict[str, Any]:
+        """Workspace-wide defaults for target fields (below every [defaults] table)."""
+
+    def toolchain_for(self, ws: Workspace, target: Target) -> Toolchain: ...
+
+    def executor_for(self, ws: Workspace, target: Target) -> Executor: ...
+
+
+def iter_subsystem_keys(subsystems: tuple[Subsystem, ...]) -> Iterator[tuple[str, Subsystem]]:
+    for subsystem in subsystems:
+        for key in subsystem.model.model_fields:
+            yield key, subsystem

@@ -1,0 +1,99 @@
+"""The composition root: which kinds, settings subsystems, toolchains and executors a
+workspace is loaded with. The core defines the protocols; this module picks the
+implementations, so the core never imports a kind, a toolchain or an executor.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .core.protocols import Executor, Subsystem, Toolchain
+from .core.settings import resolve_dir
+from .core.target import KINDS, Kind, Target
+from .core.workspace import Workspace
+from .executors.docker import IMAGE_FILE, DockerExecutor, image_tag
+from .executors.local import LocalExecutor
+from .toolchains.cpu.toolchain import CpuToolchain
+from .toolchains.subsystem import CONTAINER_FIELD, SUBSYSTEM, ToolchainSettings
+from .toolchains.trtllm import flags
+from .toolchains.trtllm.toolchain import TrtllmToolchain
+
+
+def load_kinds() -> dict[str, Kind]:
+    """Import every module of `llmbuild.kinds` (each registers itself)."""
+    import llmbuild.kinds as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+    return KINDS
+
+
+class DefaultPlugins:
+    """llmbuild's own kinds; the CPU-lane or TensorRT-LLM toolchain; local or Docker execution."""
+
+    subsystems: tuple[Subsystem, ...] = (SUBSYSTEM,)
+
+    def __init__(self) -> None:
+        self._toolchains: dict[tuple, Toolchain] = {}
+
+    @property
+    def kinds(self) -> Mapping[str, Kind]:
+        return load_kinds()
+
+    @staticmethod
+    def options(ws: Workspace) -> ToolchainSettings:
+        return ws.settings.option(ToolchainSettings)
+
+    def lane(self, ws: Workspace) -> str:
+        return self.options(ws).lane
+
+    def field_defaults(self, ws: Workspace) -> dict[str, Any]:
+        return {CONTAINER_FIELD: self.options(ws).container}
+
+    def toolchain_for(self, ws: Workspace, target: Target) -> Toolchain:
+        """The lane's programs, at the TensorRT-LLM version the target's container declares
+        (else the workspace's)."""
+        options = self.options(ws)
+        container = target.deps.get(CONTAINER_FIELD)
+        declared = ws.facts(container) if container is not None else {}
+        version = flags.resolve_version(declared.get("trtllm_version") or options.trtllm_version
+                                        or flags.DEFAULT_VERSION)
+        tensorrt = declared.get("tensorrt_version")
+        cache_key = (ws.lane, version, tensorrt, options.model_dump_json())
+        if cache_key not in self._toolchains:
+            common = {"trtllm_version": version, "host": options.host, "tensorrt_version": tensorrt}
+            if ws.lane == "cpu":
+                toolchains_dir = (resolve_dir(ws.root, options.toolchains_dir) if options.toolchains_dir
+                                  else ws.cache.root / "toolchains")
+                self._toolchains[cache_key] = CpuToolchain(toolchains_dir=toolchains_dir, **common)
+            else:
+                self._toolchains[cache_key] = TrtllmToolchain(**common)
+        return self._toolchains[cache_key]
+
+    def executor_for(self, ws: Workspace, target: Target) -> Executor:
+        container = target.deps.get(CONTAINER_FIELD)
+        if container is None:
+            return LocalExecutor()
+
+        def image(built: bool) -> str:
+            """The image ID once the container target is built; its key tag before that."""
+            key, _ = ws.key(container)
+            out = ws.cache.out(key) / IMAGE_FILE
+            if built and out.is_file():
+                return json.loads(out.read_text())["image_id"]
+            return image_tag(key)
+
+        return DockerExecutor(image, str(container.address))
+
+
+def load_workspace(start: Path | None = None, environ: Mapping[str, str] | None = None, *,
+                   verify_sources: bool = True) -> Workspace:
+    """A workspace loaded with llmbuild's own plugins (what `doit` and `llmbuild` use)."""
+    return Workspace.load(start, dict(environ) if environ is not None else None, plugins=DefaultPlugins(),
+                          verify_sources=verify_sources)

@@ -1,0 +1,47 @@
+"""The CPU lane: llmbuild's own stand-ins take the real tools' argv (development and CI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ...core.digests import code_digest
+from ...core.errors import LLMBuildError
+from ...core.protocols import Executor, Program
+from ..base import BaseToolchain
+
+STAND_INS = {
+    "convert_checkpoint.py:llama": "llmbuild.toolchains.cpu.convert_checkpoint",
+    "quantize.py": "llmbuild.toolchains.cpu.quantize",
+    "trtllm-build": "llmbuild.toolchains.cpu.trtllm_build",
+}
+
+
+class CpuToolchain(BaseToolchain):
+    lane = "cpu"
+
+    def __init__(self, *, toolchains_dir: Path, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.toolchains_dir = toolchains_dir
+
+    def _identity(self) -> dict[str, Any]:
+        return {"implementation": code_digest(Path(__file__).parent)}
+
+    def program(self, tool: str) -> Program:
+        if tool not in STAND_INS:
+            raise LLMBuildError(f"the CPU lane has no stand-in for {tool}")
+        return Program(python_module=STAND_INS[tool])
+
+    def server_identity(self) -> dict[str, Any]:
+        from ...triton.cpu_env import TRITON_VERSION
+
+        return {"tritonserver": TRITON_VERSION}
+
+    def serve(self, repository: Path, *, executor: Executor, log_path: Path, progress, world_size: int):
+        """The real Triton from the nvidia-pytriton wheel, installed under the cache on first use,
+        on this host whatever executor runs the build steps."""
+        from ...triton.cpu_env import ensure_cpu_triton
+        from ...triton.server import TritonServer
+
+        env = ensure_cpu_triton(self.toolchains_dir, progress=progress)
+        return TritonServer(repository, env, log_path=log_path)

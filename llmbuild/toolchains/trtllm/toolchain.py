@@ -1,0 +1,72 @@
+"""The GPU lane: the real TensorRT-LLM programs of one version (trtllm-build, convert_checkpoint.py,
+quantize.py) and Triton's TensorRT-LLM backend, wherever an executor runs them."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from ...core.errors import LLMBuildError
+from ...core.protocols import Executor, Program
+from ..base import BaseToolchain
+from . import flags
+
+TRITON_HTTP_PORT = 8000
+READY_TIMEOUT = 600.0  # a large engine takes minutes to load
+
+
+class TrtllmToolchain(BaseToolchain):
+    lane = "gpu"
+    uses_devices = True
+    tensorrt_llm_runtime = True
+
+    def program(self, tool: str) -> Program:
+        try:
+            script = flags.script_path(tool, self.trtllm_version)
+        except flags.FlagError as err:
+            raise LLMBuildError(str(err)) from None
+        if script is None:  # a console script such as trtllm-build
+            return Program((tool,))
+        return Program((self.host.python, f"{self.host.trtllm_root.rstrip('/')}/{script}"))
+
+    def device_identity(self) -> dict[str, Any]:
+        return {"tensorrt_version": self.tensorrt_version, "gpu_arch": self.gpu_arch}
+
+    def serving_unavailable(self, executor: Executor) -> str | None:
+        if not hasattr(executor, "running"):
+            return f"serving on the {self.lane} lane needs a container target (Triton's TensorRT-LLM image)"
+        return None
+
+    def server_identity(self) -> dict[str, Any]:
+        return {"tritonserver": "container"}
+
+    @contextmanager
+    def serve(self, repository: Path, *, executor: Executor, log_path: Path, progress,
+              world_size: int) -> Iterator[Any]:
+        """tritonserver (under mpirun for more than one rank) in the executor's container."""
+        from ...triton.server import TritonStartError, wait_until_ready
+
+        with executor.running(triton_launch_argv(world_size), repository=repository, gpus=world_size,
+                              port=TRITON_HTTP_PORT, log_path=log_path, label="tritonserver") as server:
+            wait_until_ready(server.http_url, deadline=time.monotonic() + READY_TIMEOUT,
+                             exited=server.exit_code, timeout=READY_TIMEOUT,
+                             fail=lambda what: TritonStartError(f"tritonserver {what} (log: {log_path})",
+                                                                log_path=log_path))
+            yield server
+
+
+def triton_launch_argv(world_size: int, repository: str = "/models") -> list[str]:
+    """tritonserver under mpirun, one rank per GPU, as the backend's launch script does it."""
+    if world_size == 1:
+        return ["tritonserver", f"--model-repository={repository}", "--disable-auto-complete-config",
+                f"--http-port={TRITON_HTTP_PORT}"]
+    argv = ["mpirun", "--allow-run-as-root"]
+    for rank in range(world_size):
+        argv += ["-n", "1", "tritonserver", f"--model-repository={repository}",
+                 "--disable-auto-complete-config", f"--backend-config=python,shm-region-prefix-name=prefix{rank}_"]
+        argv += [f"--http-port={TRITON_HTTP_PORT}"] if rank == 0 else \
+            ["--model-control-mode=explicit", "--load-model=tensorrt_llm"]
+        argv.append(":")
+    return argv[:-1]
