@@ -10,6 +10,7 @@ from doit.reporter import ConsoleReporter, JsonReporter
 
 from ..core.build import BUILT, FAILED, SKIPPED, UP_TO_DATE
 from ..core.cache import write_json_atomic
+from ..core.errors import LLMBuildError
 from ..core.workspace import NotReady
 from . import state
 
@@ -45,7 +46,7 @@ class RunRecord:
         if key is None and target.unavailable is None:
             try:
                 key = state.loaded().key(target)[0]
-            except (NotReady, Exception):  # a key that cannot be computed is reported as none
+            except (NotReady, LLMBuildError):  # a key that cannot be computed is reported as none
                 key = None
         if seconds is None:
             seconds = time.monotonic() - self._started.get(task.name, time.monotonic())

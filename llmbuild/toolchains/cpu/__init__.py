@@ -19,5 +19,3 @@ and write the real on-disk layouts, labelled as CPU-lane output:
 
 This package's ``__init__`` imports nothing heavy.
 """
-
-LANE = "cpu"
