@@ -27,7 +27,7 @@ ENV_OVERRIDES = {
 class HostSettings(BaseModel):
     """Where a GPU host keeps TensorRT-LLM (the GPU lane's local executor)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     python: str = Field("python3", description="Interpreter that runs convert_checkpoint.py / quantize.py.")
     trtllm_root: str = Field(
         "/app/tensorrt_llm",
@@ -43,7 +43,7 @@ class HostSettings(BaseModel):
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as targets: "2" is not 2
 
     build_roots: list[str] = Field(
         default_factory=lambda: ["."],

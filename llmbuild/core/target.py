@@ -38,16 +38,21 @@ class Source:
     """Marks a field holding a source path (file or directory) whose content enters the key."""
 
 
+#: No coercion ("8" is not 8, 1 is not true), as the JSON Schema says; TOML integers
+#: still fill float fields, as JSON Schema's "number" takes them.
+STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
 class FieldGroup(BaseModel):
     """A nested table inside a target (e.g. `lora = {...}`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
 
 class TargetFields(BaseModel):
     """Fields every target takes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     description: str = Field("", description="What this target is for; shown by `doit list`.")
     tags: list[str] = Field(default_factory=list, description="Free-form labels.")
