@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .addresses import Address
-from .errors import LLMBuildError, did_you_mean
+from .errors import LLMBuildError, a_or_an, did_you_mean
 
 if TYPE_CHECKING:
     from .steps import Plan
@@ -98,7 +98,7 @@ class Kind:
 
     def render(self, target: Target, ws: Workspace, out: Path) -> None:
         """Write what the target would produce, from declared settings only (`llmbuild render`)."""
-        raise LLMBuildError(f"{target.address} is a {self.name} target; only targets whose "
+        raise LLMBuildError(f"{target.address} is {a_or_an(self.name)} target; only targets whose "
                             f"output can be generated without building can be rendered")
 
     def facts(self, target: Target, ws: Workspace) -> dict[str, Any]:
