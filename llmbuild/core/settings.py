@@ -49,8 +49,11 @@ class Settings(BaseModel):
         default_factory=lambda: ["."],
         description="Directories (relative to the workspace root) searched for BUILD.toml files.")
     ignore: list[str] = Field(
-        default_factory=lambda: [".git", ".venv", "node_modules", "__pycache__"],
-        description="Directory names never searched for BUILD.toml files.")
+        default_factory=list,
+        description="Directories never searched for BUILD.toml files, relative to the workspace "
+        "root; glob patterns allowed (e.g. 'models/old', 'models/*/scratch'). Added to the ones "
+        "always skipped: .git, .venv, node_modules, __pycache__ and hidden directories anywhere, "
+        "the cache and dist directories.")
     cache: str = Field("cache", description="Action cache directory (may be shared between workspaces).")
     dist: str = Field("dist", description="Where stable links to outputs and run.json are written.")
     toolchains_dir: str | None = Field(
