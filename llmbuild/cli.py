@@ -68,6 +68,8 @@ def plan_document(args) -> list[dict]:
 
 def cmd_plan(args) -> int:
     document = plan_document(args)
+    if not document:  # no SPEC given (one matching nothing is an error) and no targets at all
+        print("llmbuild: no targets: no BUILD.toml under the build_roots declares one", file=sys.stderr)
     if args.json:
         print(json.dumps(document, indent=2))
         return 0
@@ -91,8 +93,8 @@ def cmd_render(args) -> int:
         raise LLMBuildError(f"{target.address} is declared for the {'/'.join(target.fields.lanes)} "
                             f"lane; render it with --lane {target.fields.lanes[0]}")
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise LLMBuildError(f"{out} is not empty")
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise LLMBuildError(f"--out {out} exists and is not an empty directory")
     target.kind.render(ws.context(target), out)
     print(f"rendered {target.address} ({ws.lane} lane) into {out}")
     for path in sorted(p for p in out.rglob("*") if p.is_file()):

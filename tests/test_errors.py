@@ -40,7 +40,7 @@ CASES = {
     "dangling reference": (GOOD.replace('":checkpoint"', '":nope"'),
                            ["[engine.engine]", "checkpoint", "models/m:nope", "no BUILD.toml declares"]),
     "wrong-kind reference": (GOOD + "\n[engine.other]\ncheckpoint = \":engine\"\n",
-                             ["[engine.other]", "models/m:engine, a engine target; expected a checkpoint"]),
+                             ["[engine.other]", "models/m:engine, an engine target; expected a checkpoint"]),
     "duplicate address": (GOOD + "\n[engine.checkpoint]\ncheckpoint = \":checkpoint\"\n",
                           ["duplicate address models/m:checkpoint"]),
     "unknown defaults key": ("[defaults.engine]\nmax_batch = 3\n" + GOOD,

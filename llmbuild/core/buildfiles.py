@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import tomllib
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 
 from .addresses import Address, check_name
 from .errors import LLMBuildError, did_you_mean
-from .settings import Settings
+from .settings import Settings, resolve_dir
 from .target import Kind, Target, kind_named
 from .validation import describe_validation_error
 
@@ -29,25 +30,37 @@ class BuildFile:
     defaults: dict[str, dict[str, Any]]  # kind -> raw fields
 
 
+#: Directory names never searched, at any depth, whatever `ignore` adds (as are hidden ones).
+ALWAYS_IGNORED = frozenset({".git", ".venv", "node_modules", "__pycache__"})
+
+
 def discover(root: Path, settings: Settings) -> list[Path]:
-    """Every BUILD.toml under the build roots, skipping ignored directory names."""
-    ignored = set(settings.ignore)
-    for special in (settings.cache, settings.dist):
-        ignored.add(Path(special).name)
+    """Every BUILD.toml under the build roots. Skipped: ALWAYS_IGNORED names and hidden
+    directories, the `ignore` paths (relative to the root; glob patterns), and the cache and
+    dist directories, by where they are (an unrelated directory of the same name is searched)."""
+    root = root.resolve()
+    patterns = [pattern.strip("/").removeprefix("./") for pattern in settings.ignore]
+    special = {resolve_dir(root, settings.cache).resolve(), resolve_dir(root, settings.dist).resolve()}
+
+    def skipped(path: Path) -> bool:
+        rel = path.relative_to(root).as_posix() if root in path.parents else None
+        return (path.name in ALWAYS_IGNORED or path.name.startswith(".") or path in special
+                or (rel is not None and any(fnmatch.fnmatchcase(rel, p) for p in patterns)))
+
     found: list[Path] = []
     for build_root in settings.build_roots:
-        top = root / build_root
-        if top.is_file() or not top.exists():
+        top = (root / build_root).resolve()
+        if not top.is_dir() or (top != root and skipped(top)):
             continue
-        for directory, dirnames, filenames in os.walk(top):
-            dirnames[:] = sorted(d for d in dirnames if d not in ignored and not d.startswith("."))
+        for directory, dirnames, filenames in os.walk(top):  # symlinked directories are not entered
+            dirnames[:] = sorted(d for d in dirnames if not skipped(Path(directory) / d))
             if BUILD_FILE in filenames:
                 found.append(Path(directory) / BUILD_FILE)
     # Ancestors of a build root (e.g. the root's own BUILD.toml) still pass defaults down.
     for build_root in settings.build_roots:
         for parent in (root / build_root).resolve().parents:
             candidate = parent / BUILD_FILE
-            if candidate.is_file() and (parent == root.resolve() or root.resolve() in parent.parents):
+            if candidate.is_file() and (parent == root or root in parent.parents):
                 found.append(candidate)
     return sorted(set(p.resolve() for p in found))
 
@@ -78,10 +91,15 @@ def parse(path: Path, root: Path, kinds: Mapping[str, Kind]) -> BuildFile:
                 defaults[default_kind] = values
             continue
         kind_named(kind_name, kinds, file=rel, target=f"[{kind_name}]")
-        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        if not isinstance(table, dict):
             raise LLMBuildError(
                 f"expected named tables like [{kind_name}.<name>]", file=rel, target=f"[{kind_name}]")
-        for name in table:
+        for name, entry in table.items():
+            if not isinstance(entry, dict):  # e.g. a target's key written without its name
+                raise LLMBuildError(
+                    f"expected a target table [{kind_name}.{name}] (targets are named: "
+                    f"[{kind_name}.<name>]), got {entry!r}",
+                    file=rel, target=f"[{kind_name}]", key=f"{kind_name}.{name}")
             try:
                 check_name(name)
             except LLMBuildError as err:

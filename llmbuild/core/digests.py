@@ -1,8 +1,14 @@
 """Content digests, cached by file identity so unchanged sources are hashed once.
 
-The cache row is keyed by (device, inode, size, mtime_ns): an unchanged multi-GB
-file costs one `stat`; a fresh clone (new mtimes) costs one re-hash. Hard links
+A row is keyed by (device, inode, size, mtime_ns): an unchanged multi-GB file costs one
+`stat` and one indexed lookup; a fresh clone (new mtimes) costs one re-hash. Hard links
 share a row, so a repository that links an engine does not re-hash it.
+
+The table lives in the cache directory, which may be shared and live for years, so no
+process loads it whole: rows are looked up by key as files are met, each row records the
+day it was last used (written at most once a day), and rows unused for `keep_days` go, at
+most once a day per database, in one DELETE on that indexed column. WAL mode and a busy
+timeout let concurrent processes share it.
 """
 
 from __future__ import annotations
@@ -12,9 +18,16 @@ import os
 import sqlite3
 import stat
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 ALGORITHM = "sha256"
+#: Rows not used for this many days are deleted.
+KEEP_DAYS = 30
+TABLE = "file_digests"
+Ident = tuple[int, int, int, int]  # dev, ino, size, mtime_ns
 
 
 def hash_file(path: Path) -> str:
@@ -22,10 +35,27 @@ def hash_file(path: Path) -> str:
         return hashlib.file_digest(handle, ALGORITHM).hexdigest()
 
 
+def _today() -> int:
+    """Days since the epoch: the unit of `used`."""
+    return int(time.time() // 86400)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")  # take the write lock now: no deadlock upgrading a read
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 class DigestCache:
-    def __init__(self, db_path: Path):
+    def __init__(self, db_path: Path, keep_days: int = KEEP_DAYS):
         self.db_path = db_path
-        self._memory: dict[tuple[int, int, int, int], str] | None = None
+        self.keep_days = keep_days
+        self._known: dict[Ident, str] = {}  # rows this process has read or written
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
@@ -33,45 +63,74 @@ class DigestCache:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():  # never share a connection across fork
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS digests (dev INTEGER, ino INTEGER, size INTEGER,"
-                         " mtime INTEGER, digest TEXT, PRIMARY KEY (dev, ino, size, mtime))")
-            self._conn, self._pid, self._memory = conn, os.getpid(), None
+            conn.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last rows on power loss is fine
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (dev INTEGER, ino INTEGER, size INTEGER, "
+                         "mtime INTEGER, digest TEXT NOT NULL, used INTEGER NOT NULL, "
+                         "PRIMARY KEY (dev, ino, size, mtime)) WITHOUT ROWID")
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_used ON {TABLE} (used)")
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            conn.execute("DROP TABLE IF EXISTS digests")  # earlier versions' table, never pruned
+            self._prune(conn)
+            self._conn, self._pid = conn, os.getpid()
         return self._conn
 
-    def _rows(self) -> dict[tuple[int, int, int, int], str]:
-        conn = self._connection()
-        if self._memory is None:
-            self._memory = {(d, i, s, m): h for d, i, s, m, h in conn.execute("SELECT * FROM digests")}
-        return self._memory
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        """Delete rows unused for keep_days, unless some process did so today."""
+        today = _today()
+        query = "SELECT value FROM meta WHERE name = 'pruned'"
+        if (conn.execute(query).fetchone() or (None,))[0] == today:
+            return
+        with _transaction(conn):
+            if (conn.execute(query).fetchone() or (None,))[0] == today:
+                return
+            conn.execute(f"DELETE FROM {TABLE} WHERE used < ?", (today - self.keep_days,))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('pruned', ?)", (today,))
 
-    def file_digest(self, path: Path, st: os.stat_result | None = None) -> str:
-        st = st or os.stat(path)
-        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    def digests(self, files: list[tuple[Path, os.stat_result]]) -> list[str]:
+        """The digest of each (path, stat) in order: looked up, else hashed and recorded."""
+        idents = [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for _, st in files]
+        today = _today()
+        stale: list[Ident] = []
         with self._lock:
-            known = self._rows().get(ident)
-        if known:
-            return known
-        digest = hash_file(path)
-        with self._lock:
-            self._rows()[ident] = digest
-            self._connection().execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?)",
-                                       (*ident, digest))
-        return digest
+            conn = self._connection()
+            for ident in idents:
+                if ident not in self._known:
+                    row = conn.execute(f"SELECT digest, used FROM {TABLE} WHERE dev = ? AND ino = ? "
+                                       "AND size = ? AND mtime = ?", ident).fetchone()
+                    if row:
+                        self._known[ident] = row[0]
+                        if row[1] < today:
+                            stale.append(ident)
+        hashed: dict[Ident, str] = {}
+        for (path, _), ident in zip(files, idents):
+            if ident not in self._known and ident not in hashed:  # hard links: hashed once
+                hashed[ident] = hash_file(path)
+        if hashed or stale:
+            with self._lock:
+                conn = self._connection()
+                with _transaction(conn):
+                    conn.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+                                     [(*ident, digest, today) for ident, digest in hashed.items()])
+                    conn.executemany(f"UPDATE {TABLE} SET used = ? WHERE dev = ? AND ino = ? "
+                                     "AND size = ? AND mtime = ?", [(today, *ident) for ident in stale])
+                self._known.update(hashed)
+        return [self._known[ident] for ident in idents]
 
     def tree_files(self, path: Path) -> dict[str, str]:
         """{relative posix path: digest} of a file or every file below a directory (symlinks followed)."""
         st = os.stat(path)
         if not stat.S_ISDIR(st.st_mode):
-            return {"": self.file_digest(path, st)}  # a file's own name is not content
-        files: dict[str, str] = {}
+            return {"": self.digests([(path, st)])[0]}  # a file's own name is not content
+        files: list[tuple[str, Path, os.stat_result]] = []
         for directory, dirnames, filenames in os.walk(path, followlinks=True):
             dirnames.sort()
             for name in sorted(filenames):
                 full = Path(directory) / name
-                files[full.relative_to(path).as_posix()] = self.file_digest(full)
-        return files
+                files.append((full.relative_to(path).as_posix(), full, os.stat(full)))
+        found = self.digests([(full, st) for _, full, st in files])
+        return {rel: digest for (rel, _, _), digest in zip(files, found)}
 
 
 def digest_of_listing(files: dict[str, str]) -> str:

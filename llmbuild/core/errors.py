@@ -37,3 +37,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' for the closest choice, or ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def a_or_an(word: str) -> str:
+    """'a checkpoint', 'an engine': for messages that name a kind."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .addresses import Address, parse_address
-from .errors import LLMBuildError, did_you_mean
+from .errors import LLMBuildError, a_or_an, did_you_mean
 from .target import Ref, Target, marked_fields
 
 
@@ -23,8 +23,8 @@ def resolve_references(targets: list[Target]) -> None:
                     f"{did_you_mean(str(address), known)}", key=field)
             if dep.kind.name != ref.kind:
                 raise target.error(
-                    f"'{value}' refers to {address}, a {dep.kind.name} target; expected a {ref.kind}",
-                    key=field)
+                    f"'{value}' refers to {address}, {a_or_an(dep.kind.name)} target; "
+                    f"expected {a_or_an(ref.kind)}", key=field)
             target.deps[field] = dep
 
 

@@ -29,14 +29,17 @@ ENV_OVERRIDES = {
 class Settings(BaseModel):
     """The core's keys of `[tool.llmbuild]`; every other key belongs to a subsystem."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as targets: "2" is not 2
 
     build_roots: list[str] = Field(
         default_factory=lambda: ["."],
         description="Directories (relative to the workspace root) searched for BUILD.toml files.")
     ignore: list[str] = Field(
-        default_factory=lambda: [".git", ".venv", "node_modules", "__pycache__"],
-        description="Directory names never searched for BUILD.toml files.")
+        default_factory=list,
+        description="Directories never searched for BUILD.toml files, relative to the workspace "
+        "root; glob patterns allowed (e.g. 'models/old', 'models/*/scratch'). Added to the ones "
+        "always skipped: .git, .venv, node_modules, __pycache__ and hidden directories anywhere, "
+        "the cache and dist directories.")
     cache: str = Field("cache", description="Action cache directory (may be shared between workspaces).")
     dist: str = Field("dist", description="Where stable links to outputs and run.json are written.")
     data_roots: list[str] = Field(

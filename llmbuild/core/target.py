@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .addresses import Address
-from .errors import LLMBuildError, did_you_mean
+from .errors import LLMBuildError, a_or_an, did_you_mean
 
 if TYPE_CHECKING:
     from .build import RunContext
@@ -38,16 +38,21 @@ class Source:
     """Marks a field holding a source path (file or directory) whose content enters the key."""
 
 
+#: No coercion ("8" is not 8, 1 is not true), as the JSON Schema says; TOML integers
+#: still fill float fields, as JSON Schema's "number" takes them.
+STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
 class FieldGroup(BaseModel):
     """A nested table inside a target (e.g. `lora = {...}`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
 
 class TargetFields(BaseModel):
     """Fields every target takes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     description: str = Field("", description="What this target is for; shown by `doit list`.")
     tags: list[str] = Field(default_factory=list, description="Free-form labels.")
@@ -84,8 +89,8 @@ class Kind:
 
     def render(self, ctx: KindContext, out: Path) -> None:
         """Write what the target would produce, from declared settings only (`llmbuild render`)."""
-        raise LLMBuildError(f"{ctx.address} is {article(self.name)} {self.name} target; only targets "
-                            f"whose output can be generated without building can be rendered")
+        raise LLMBuildError(f"{ctx.address} is {a_or_an(self.name)} target; only targets whose "
+                            f"output can be generated without building can be rendered")
 
     def facts(self, ctx: KindContext) -> dict[str, Any]:
         """What dependents may read about this target before it is built (e.g. an engine's
@@ -100,10 +105,6 @@ class Kind:
         """Build into ctx.out. The default runs the plan's steps through the toolchain."""
         for step in ctx.plan.steps:
             ctx.run_step(step)
-
-
-def article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 KINDS: dict[str, Kind] = {}

@@ -2,32 +2,41 @@
 
 from __future__ import annotations
 
+import types
+import typing
+
 from pydantic import BaseModel, ValidationError
 
 from .errors import did_you_mean
 
 
+def _types(annotation) -> list:
+    """The types an annotation stands for, through `X | None`."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [t for arg in typing.get_args(annotation) for t in _types(arg)]
+    return [annotation]
+
+
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names of the (nested) model that holds `loc`'s last element."""
-    current: type | None = model
+    """Field names of the (nested) model that holds `loc`'s last element; an int in `loc`
+    is an index into a list (`requests.0.max_tokns`)."""
+    current: list = [model]
     for part in loc[:-1]:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        field = current.model_fields.get(str(part))
-        current = field.annotation if field else None
-        # Optional[Model] / Model | None
-        for arg in getattr(current, "__args__", ()) or ():
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                current = arg
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
+        inner = []
+        for option in current:
+            if isinstance(part, int) and typing.get_origin(option) is list:
+                inner.extend(_types(typing.get_args(option)[0]))
+            elif isinstance(option, type) and issubclass(option, BaseModel) and part in option.model_fields:
+                inner.extend(_types(option.model_fields[part].annotation))
+        current = inner
+    models = [t for t in current if isinstance(t, type) and issubclass(t, BaseModel)]
+    return list(models[0].model_fields) if models else []
 
 
 def describe_validation_error(err: ValidationError, model: type[BaseModel]) -> tuple[str, str]:
     """(dotted key, message) for the first error."""
     first = err.errors()[0]
-    loc = tuple(p for p in first["loc"] if not isinstance(p, int) or True)
+    loc = tuple(first["loc"])
     key = ".".join(str(p) for p in loc) or "(table)"
     if first["type"] == "extra_forbidden":
         hint = did_you_mean(str(loc[-1]), _fields_at(model, loc))

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..core.addresses import _NAME
 from ..core.buildfiles import DEFAULTS
+from ..core.errors import a_or_an
 from ..plugins import load_kinds
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -115,7 +116,7 @@ def buildfile_schema() -> dict:
             defs.setdefault(renames.get(name, name), bodies[name])
             owner.setdefault(renames.get(name, name), kind_name)
         target = _tomlify(_rewrite_refs(generated, renames))
-        help_text = kind.help or f"A {kind_name} target."
+        help_text = kind.help or f"{a_or_an(kind_name).capitalize()} target."
         target.setdefault("description", help_text)
         target["title"] = f"[{kind_name}.<name>]"
         for reserved in (_target_def(kind_name), _defaults_def(kind_name)):
@@ -127,7 +128,7 @@ def buildfile_schema() -> dict:
         partial["title"] = f"[{DEFAULTS}.{kind_name}]"
         partial["description"] = (
             f"Defaults for every {kind_name} target declared in this directory and below "
-            f"(any subset of a {kind_name} target's fields; a target's own value wins).")
+            f"(any subset of {a_or_an(kind_name)} target's fields; a target's own value wins).")
         defs[_defaults_def(kind_name)] = partial
 
         properties[kind_name] = {

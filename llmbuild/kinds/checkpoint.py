@@ -58,7 +58,8 @@ class CheckpointFields(ToolFields):
     per_channel: bool = False
     per_token: bool = False
     use_parallel_embedding: bool = False
-    embedding_sharding_dim: Literal[0, 1] | None = None
+    # Not Literal[0, 1]: a Literal takes `true` for 1, which the JSON Schema (and TOML) does not.
+    embedding_sharding_dim: Annotated[int, Field(ge=0, le=1)] | None = None
     load_by_shard: bool = False
     workers: PositiveInt | None = Field(None, description="--workers: parallel conversion processes")
     quantization: Quantization | None = Field(None, description="Run quantize.py with this recipe.")

@@ -20,7 +20,7 @@ CONTAINER_FIELD = "container"
 class HostSettings(BaseModel):
     """Where a GPU host keeps TensorRT-LLM (the GPU lane's local executor)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     python: str = Field("python3", description="Interpreter that runs convert_checkpoint.py / quantize.py.")
     trtllm_root: str = Field(
         "/app/tensorrt_llm",
@@ -36,7 +36,7 @@ class HostSettings(BaseModel):
 
 
 class ToolchainSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     lane: Literal["cpu", "gpu"] = Field(
         "cpu", description="cpu: llmbuild's CPU stand-ins; gpu: the real TensorRT-LLM tools.")
