@@ -43,6 +43,8 @@ class HostSettings(BaseModel):
 
 
 class Settings(BaseModel):
+    """`[tool.llmbuild]`: where BUILD.toml files, the cache and outputs are; which lane and toolchain."""
+
     model_config = ConfigDict(extra="forbid")
 
     build_roots: list[str] = Field(
@@ -66,7 +68,9 @@ class Settings(BaseModel):
     container: str | None = Field(
         None, description="Address of the container target (e.g. 'toolchains/trtllm:image') whose "
         "image runs every step that does not name its own container.")
-    host: HostSettings = Field(default_factory=HostSettings)
+    host: HostSettings = Field(
+        default_factory=HostSettings,
+        description="[tool.llmbuild.host]: how this host runs TensorRT-LLM on the GPU lane, and what it offers.")
 
 
 def find_workspace_root(start: Path) -> Path:

@@ -51,7 +51,8 @@ class EngineFields(ToolFields):
         None, description="--max_input_len: longest prompt, in tokens (default 1024).")
     max_seq_len: Annotated[PositiveInt | None, Flag("max_seq_len")] = Field(
         None, description="--max_seq_len: longest sequence, prompt plus generated tokens (default: the model's "
-        "max_position_embeddings, times its rope scaling factor where it declares one).")
+        "max_position_embeddings, times its rope scaling factor where it declares one, except for llama3, "
+        "longrope and su rope types).")
     max_num_tokens: Annotated[PositiveInt | None, Flag("max_num_tokens")] = Field(
         None, description="--max_num_tokens: most tokens one engine step processes, summed over the batch "
         "without padding (default 8192).")
