@@ -6,6 +6,7 @@
     llmbuild graph [--format dot|mermaid|png] [SPEC...] the target graph, coloured by the last run
     llmbuild changed --since REV                        targets a git change affects (for CI)
     llmbuild schema [--out FILE]                        JSON Schema of BUILD.toml, for editors
+    llmbuild schema --reference [--out FILE]            docs/reference.md: every field, generated
 """
 
 from __future__ import annotations
@@ -110,12 +111,15 @@ def cmd_explain(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from .introspect.schema import schema_json, write_schema
+    if args.reference:
+        from .introspect.reference import reference_markdown as text, write_reference as write
+    else:
+        from .introspect.schema import schema_json as text, write_schema as write
 
     if args.out:
-        print(f"wrote {write_schema(args.out)}")
+        print(f"wrote {write(args.out)}")
     else:
-        sys.stdout.write(schema_json())
+        sys.stdout.write(text())
     return 0
 
 
@@ -214,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Print (or write with --out) the JSON Schema of BUILD.toml "
                             "files, generated from the registered kinds. See docs/editors.md.")
     schema.add_argument("--out", help="file to write instead of stdout")
+    schema.add_argument("--reference", action="store_true",
+                        help="the Markdown field reference (docs/reference.md) instead")
     schema.set_defaults(func=cmd_schema)
     return parser
 

@@ -233,3 +233,48 @@ def test_argv_parses_under_every_version_or_names_the_flag(variant, version, mak
         for step in loaded.plan(target).steps:
             argv = [a if isinstance(a, str) else "PATH" for a in step.argv]
             flags.parse_argv(step.tool, version, argv)  # raises on anything the version refuses
+
+
+# -- argv generated from the fields' Flag markers ---------------------------------------------------
+
+def _argv(loaded: LoadedWorkspace, address: str) -> list[str]:
+    (step,) = loaded.plan(loaded.target(address)).steps
+    return [a if isinstance(a, str) else a.placeholder() for a in step.argv]
+
+
+def test_argv_follows_the_field_declarations_and_each_tool_gets_only_its_flags(make_workspace):
+    """Flags come in the fields' declared order whatever the TOML order; quantize.py gets the
+    recipe and the shared flags but not the converter's; an unset LoRA plugin takes the
+    checkpoint's dtype; values equal to the version's default are left out."""
+    ws = make_workspace()
+    ws.write_pyproject('data_roots = ["/data"]')
+    ws.write("models/m/BUILD.toml", """\
+[checkpoint.convert]
+source = "/data/hf/m"
+workers = 4
+per_channel = true
+tp_size = 2
+dtype = "bfloat16"
+[checkpoint.quantize]
+source = "/data/hf/m"
+workers = 4
+per_channel = true
+tp_size = 2
+quantization = { seed = 7, qformat = "fp8" }
+dtype = "bfloat16"
+[engine.engine]
+checkpoint = ":convert"
+lora = { max_rank = 16 }
+use_paged_context_fmha = true
+max_beam_width = 1
+max_batch_size = 8
+""")
+    loaded = load(ws, lane="gpu", LLMBUILD_TRTLLM_VERSION="0.16.0")
+    io = ["--model_dir", "${source:source}", "--output_dir", "${out}"]
+    assert _argv(loaded, "models/m:convert") == io + [
+        "--dtype", "bfloat16", "--tp_size", "2", "--per_channel", "--workers", "4"]
+    assert _argv(loaded, "models/m:quantize") == io + [
+        "--decoder_type", "llama", "--dtype", "bfloat16", "--qformat", "fp8", "--seed", "7", "--tp_size", "2"]
+    assert _argv(loaded, "models/m:engine") == [
+        "--checkpoint_dir", "${dep:checkpoint}", "--output_dir", "${out}", "--max_batch_size", "8",
+        "--use_paged_context_fmha", "enable", "--lora_plugin", "bfloat16", "--max_lora_rank", "16"]

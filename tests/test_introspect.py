@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import textwrap
 import tomllib
 
@@ -17,10 +18,12 @@ from llmbuild.plugins import load_kinds
 from llmbuild.plugins import load_workspace
 from llmbuild.introspect.graph import (NEVER_RUN, OUTCOME_COLOURS, graph_dot, graph_mermaid,
                                        load_outcomes, render_png)
+from llmbuild.introspect.reference import reference_markdown, tables
 from llmbuild.introspect.schema import buildfile_schema, schema_json, write_schema
 
 
 COMMITTED_SCHEMA = REPO / "docs" / "buildfile.schema.json"
+COMMITTED_REFERENCE = REPO / "docs" / "reference.md"
 REPO_BUILD_FILES = sorted([*REPO.glob("models/**/BUILD.toml"), *REPO.glob("toolchains/**/BUILD.toml")])
 HAS_DOT = shutil.which("dot") is not None
 
@@ -115,6 +118,59 @@ def test_nested_models_of_the_same_name_do_not_collide(monkeypatch, jsonschema):
     assert validator.is_valid({"alpha": {"x": {"opts": {"size": 1}}}, "beta": {"y": {"opts": {"mode": "m"}}}})
     assert not validator.is_valid({"beta": {"y": {"opts": {"size": 1}}}})
     assert not validator.is_valid({"alpha": {"x": {"opts": {"mode": "m"}}}})
+
+
+# -- the field reference --------------------------------------------------------------------------
+
+def test_committed_reference_is_fresh():
+    assert COMMITTED_REFERENCE.is_file(), f"{COMMITTED_REFERENCE} is missing"
+    assert COMMITTED_REFERENCE.read_text() == reference_markdown(), (
+        "docs/reference.md is stale: regenerate it with "
+        "`llmbuild schema --reference --out docs/reference.md`")
+
+
+def test_every_field_has_a_description():
+    missing = [f"{table.heading} {name}" for table in tables() for name, info in table.fields.items()
+               if not (info.description or "").strip()]
+    assert missing == []
+
+
+def _rows(text: str, heading: str) -> dict[str, list[str]]:
+    """{field: cells} of the table under `heading`."""
+    section = text.split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
+    rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| `")]
+    return {cells[0].strip("`"): cells[1:] for cells in rows}
+
+
+def test_reference_has_every_kind_field_flag_and_setting(tmp_path):
+    """One table per kind (its own fields), per nested table and for the settings; the flag column
+    comes from the Flag markers, with the program when only one of the kind's programs takes it."""
+    written = tmp_path / "reference.md"
+    subprocess.run([sys.executable, "-m", "llmbuild", "schema", "--reference", "--out", str(written)],
+                   cwd=REPO, check=True, capture_output=True)
+    text = written.read_text()
+    assert text == reference_markdown()
+    common = _rows(text, "## Fields every target takes")
+    assert set(common) == {"description", "tags", "lanes"}
+    for name, kind in load_kinds().items():
+        assert set(_rows(text, f"## `{name}`")) == set(kind.Fields.model_fields) - set(common)
+    engine, lora = _rows(text, "## `engine`"), _rows(text, "### `[engine.<name>.lora]`")
+    assert engine["max_batch_size"][:3] == ["integer > 0", "—", "`--max_batch_size`"]
+    assert engine["gather_context_logits"][1:3] == ["`false`", "`--gather_context_logits`"]
+    assert engine["checkpoint"][:3] == ["address of a target of kind `checkpoint`", "required", ""]
+    assert lora["max_rank"][1:3] == ["`64`", "`--max_lora_rank`"]
+    checkpoint = _rows(text, "## `checkpoint`")
+    assert checkpoint["family"][1] == '`"llama"`'
+    assert checkpoint["dtype"][2] == "`--dtype`"
+    assert checkpoint["workers"][2] == "`--workers` (convert_checkpoint.py:llama)"
+    assert _rows(text, "### `[checkpoint.<name>.quantization]`")["qformat"][1:3] == \
+        ["required", "`--qformat` (quantize.py)"]
+    assert set(_rows(text, "### `[[smoke.<name>.requests]]`")) >= {"prompt", "expect_text"}
+    settings = _rows(text, "## `[tool.llmbuild]` (pyproject.toml)")
+    assert settings["lane"][1:3] == ['`"cpu"`', "`LLMBUILD_LANE`"]
+    assert "gpu_memory_gib" in _rows(text, "### `[tool.llmbuild.host]`")
+    assert "unique across kinds within a directory" in " ".join(text.split())
+    assert "times its rope scaling factor" in engine["max_seq_len"][3]
 
 
 @pytest.mark.parametrize("path", REPO_BUILD_FILES, ids=lambda p: str(p.relative_to(REPO)))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import copy
 import pickle
+import typing
 
 import pytest
 
+from llmbuild.core.target import FieldGroup, Flag
+from llmbuild.plugins import load_kinds
 from llmbuild.toolchains.trtllm import flags
 from llmbuild.toolchains.trtllm.flags import UNSET, FlagError
 
@@ -296,3 +299,30 @@ def test_tables_are_safe_to_share():
     assert copy.deepcopy(UNSET) is UNSET and repr(UNSET) == "UNSET"
     with pytest.raises(AttributeError):
         spec.default = "paged"
+
+
+def _flag_markers(model: type, prefix: str = ""):
+    """(dotted field, Flag) of a Fields model and its nested groups."""
+    for name, info in model.model_fields.items():
+        for meta in info.metadata:
+            if isinstance(meta, Flag):
+                yield prefix + name, meta
+        for group in typing.get_args(info.annotation):
+            if isinstance(group, type) and issubclass(group, FieldGroup):
+                yield from _flag_markers(group, f"{prefix}{name}.")
+
+
+#: The TensorRT-LLM programs each kind runs.
+KIND_TOOLS = {"engine": (BUILD,), "checkpoint": (CONVERT, QUANT)}
+
+
+def test_every_flag_marker_names_a_flag_of_its_tools():
+    """A misspelt or misplaced Flag would only fail once someone sets that field."""
+    marked = {name: list(_flag_markers(kind.Fields)) for name, kind in load_kinds().items()}
+    assert {name for name, found in marked.items() if found} == set(KIND_TOOLS)
+    for kind, tools in KIND_TOOLS.items():
+        for field, flag in marked[kind]:
+            assert set(flag.tools) <= set(tools), (kind, field, flag)
+            applies = [tool for tool in tools if flag.applies_to(tool)]
+            missing = [tool for tool in applies if not flags.versions_with_flag(tool, flag.name)]
+            assert applies and not missing, f"{kind}.{field}: --{flag.name} unknown to {missing or tools}"

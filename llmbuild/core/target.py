@@ -43,6 +43,20 @@ class Source:
 STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+@dataclass(frozen=True)
+class Flag:
+    """Marks a field passed to the kind's program as `--name`, so argv is generated from the
+    fields, never from a hand-kept list. `tools` limits it to some of the programs a kind runs
+    (default: all). How a value is written (a bare switch, enable/disable, left out at the
+    version's default) is the program's flag table's business, not the field's."""
+
+    name: str
+    tools: tuple[str, ...] = ()
+
+    def applies_to(self, tool: str) -> bool:
+        return not self.tools or tool in self.tools
+
+
 class FieldGroup(BaseModel):
     """A nested table inside a target (e.g. `lora = {...}`)."""
 
@@ -129,19 +143,34 @@ def kind_named(name: str, kinds: Mapping[str, Kind], *, file: str, target: str) 
     return kinds[name]
 
 
-def marked_fields(model: BaseModel, marker: type, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """(dotted field name, marker, value) for every set field carrying `marker`, nested groups too."""
+def marked_fields(model: BaseModel, marker: type, prefix: str = "", *,
+                  unset: bool = False) -> list[tuple[str, Any, Any]]:
+    """(dotted field name, marker, value) for every set field carrying `marker`, nested groups
+    too, in declaration order; with `unset`, fields left None as well (value None)."""
     found = []
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
-        if value is None:
+        if value is None and not unset:
             continue
         for meta in info.metadata:
             if isinstance(meta, marker):
                 found.append((prefix + name, meta, value))
         if isinstance(value, FieldGroup):
-            found.extend(marked_fields(value, marker, prefix + name + "."))
+            found.extend(marked_fields(value, marker, prefix + name + ".", unset=unset))
     return found
+
+
+def flag_values(model: BaseModel, tool: str, derived: dict[str, Any] | None = None) -> dict[str, Any]:
+    """{flag name: value} of the fields marked `Flag` for `tool`, in declaration order (which is
+    argv order, so it enters keys). `derived` gives the value of a field left unset that the
+    kind works out itself (dotted field -> value, e.g. a dtype taken from a dependency)."""
+    derived = derived or {}
+    values = {}
+    for name, flag, value in marked_fields(model, Flag, unset=True):
+        value = derived.get(name) if value is None else value
+        if value is not None and flag.applies_to(tool):
+            values[flag.name] = value
+    return values
 
 
 @dataclass(eq=False)

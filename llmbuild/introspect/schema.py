@@ -167,14 +167,19 @@ def schema_json() -> str:
     return json.dumps(buildfile_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def write_schema(path: str | Path) -> Path:
-    """Write the schema to `path` (atomically; parent directories created). Returns the path."""
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` (atomically; parent directories created). Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(schema_json(), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def write_schema(path: str | Path) -> Path:
+    """Write the schema to `path`. Returns the path."""
+    return write_text(path, schema_json())
 
 
 if __name__ == "__main__":  # python -m llmbuild.introspect.schema [PATH]

@@ -1,7 +1,8 @@
 """`checkpoint`: a Hugging Face model converted to a TensorRT-LLM checkpoint.
 
 Runs the family's `convert_checkpoint.py`, or `quantize.py` when a
-`quantization` recipe is given. Field names are the tools' flag names.
+`quantization` recipe is given. Field names are the tools' flag names, and argv
+is generated from the fields' `Flag` markers.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from pydantic import Field, PositiveInt, model_validator
 from ..core.errors import LLMBuildError
 from ..core.steps import OUT, PathArg, Plan, Step
 from ..core.context import KindContext
-from ..core.target import FieldGroup, Kind, Source, register
+from ..core.target import FieldGroup, Flag, Kind, Source, flag_values, register
 from ..toolchains.subsystem import ToolFields
 from ..toolchains.trtllm import flags
 from ..toolchains.trtllm.command import flag_args
 
 #: Converter script per model family (TensorRT-LLM's examples/<family>/convert_checkpoint.py).
 CONVERTERS = {"llama": "convert_checkpoint.py:llama"}
+QUANTIZE = "quantize.py"
+#: Every converter: fields marked with it are the converters' flags, not quantize.py's.
+CONVERT = tuple(CONVERTERS.values())
 #: HF architectures each family's converter takes.
 ARCHITECTURES = {"llama": {"LlamaForCausalLM", "MixtralForCausalLM", "MistralForCausalLM"}}
 
@@ -30,39 +34,84 @@ Dtype = Literal["auto", "float16", "bfloat16", "float32"]
 class Quantization(FieldGroup):
     """A ModelOpt recipe: run quantize.py instead of the converter."""
 
-    qformat: Literal["full_prec", "fp8", "fp8_pc_pt", "int8_sq", "int4_awq", "w4a8_awq",
-                     "int8_wo", "int4_wo", "nvfp4"] = Field(description="--qformat")
-    kv_cache_dtype: Literal["int8", "fp8"] | None = Field(None, description="--kv_cache_dtype")
-    calib_size: PositiveInt | None = Field(None, description="--calib_size: calibration samples")
-    calib_dataset: str | None = Field(None, description="--calib_dataset")
-    calib_max_seq_length: PositiveInt | None = None
-    batch_size: PositiveInt | None = Field(None, description="--batch_size during calibration")
-    awq_block_size: PositiveInt | None = None
-    seed: int | None = None
+    # Declaration order is argv order (it enters keys).
+    qformat: Annotated[Literal["full_prec", "fp8", "fp8_pc_pt", "int8_sq", "int4_awq", "w4a8_awq",
+                               "int8_wo", "int4_wo", "nvfp4"], Flag("qformat", (QUANTIZE,))] = Field(
+        description="--qformat: the quantization format (fp8_pc_pt and nvfp4 in 1.x; full_prec: none).")
+    kv_cache_dtype: Annotated[Literal["int8", "fp8"] | None, Flag("kv_cache_dtype", (QUANTIZE,))] = Field(
+        None, description="--kv_cache_dtype: quantize the KV cache too (default: the model's dtype).")
+    calib_size: Annotated[PositiveInt | None, Flag("calib_size", (QUANTIZE,))] = Field(
+        None, description="--calib_size: calibration samples (default 512).")
+    calib_dataset: Annotated[str | None, Flag("calib_dataset", (QUANTIZE,))] = Field(
+        None, description="--calib_dataset: Hugging Face dataset name or local directory the calibration "
+        "samples come from (default cnn_dailymail).")
+    calib_max_seq_length: Annotated[PositiveInt | None, Flag("calib_max_seq_length", (QUANTIZE,))] = Field(
+        None, description="--calib_max_seq_length: tokens per calibration sample (default 512).")
+    batch_size: Annotated[PositiveInt | None, Flag("batch_size", (QUANTIZE,))] = Field(
+        None, description="--batch_size: calibration samples per forward pass (default 1).")
+    awq_block_size: Annotated[PositiveInt | None, Flag("awq_block_size", (QUANTIZE,))] = Field(
+        None, description="--awq_block_size: weights per AWQ scaling group, for int4_awq and w4a8_awq "
+        "(default 128).")
+    seed: Annotated[int | None, Flag("seed", (QUANTIZE,))] = Field(
+        None, description="--seed: random seed of the calibration sampling (default 1234).")
 
 
 class CheckpointFields(ToolFields):
+    # Declaration order is argv order (it enters keys): quantize.py takes the recipe between
+    # --dtype and --tp_size.
     source: Annotated[str, Source()] = Field(
         description="Hugging Face model directory (--model_dir): relative, //workspace, or under a data root.")
-    family: Literal["llama"] = Field("llama", description="Which converter (examples/<family>/convert_checkpoint.py).")
-    dtype: Dtype | None = Field(None, description="--dtype")
-    tp_size: PositiveInt = Field(1, description="--tp_size: tensor-parallel ranks")
-    pp_size: PositiveInt = Field(1, description="--pp_size: pipeline-parallel ranks")
-    moe_tp_size: PositiveInt | None = Field(None, description="--moe_tp_size (MoE models)")
-    moe_ep_size: PositiveInt | None = Field(None, description="--moe_ep_size (MoE models)")
-    use_weight_only: bool = Field(False, description="--use_weight_only")
-    weight_only_precision: Literal["int8", "int4", "int8_gptq", "int4_gptq", "int4_awq"] | None = None
-    int8_kv_cache: bool = Field(False, description="--int8_kv_cache")
-    fp8_kv_cache: bool = False
-    smoothquant: float | None = Field(None, gt=0, le=1, description="--smoothquant alpha")
-    per_channel: bool = False
-    per_token: bool = False
-    use_parallel_embedding: bool = False
+    family: Literal["llama"] = Field(
+        "llama", description="Which converter runs (examples/<family>/convert_checkpoint.py; quantize.py's "
+        "--decoder_type). llama, the default and so far the only family, covers Llama, Mistral and Mixtral.")
+    dtype: Annotated[Dtype | None, Flag("dtype")] = Field(
+        None, description="--dtype: dtype of the checkpoint's weights (default auto: the model's; "
+        "float16 before 0.15).")
+    quantization: Quantization | None = Field(
+        None, description="Run quantize.py with this recipe instead of the converter (default: convert "
+        "without ModelOpt).")
+    tp_size: Annotated[PositiveInt, Flag("tp_size")] = Field(
+        1, description="--tp_size: tensor-parallel ranks (default 1).")
+    pp_size: Annotated[PositiveInt, Flag("pp_size")] = Field(
+        1, description="--pp_size: pipeline-parallel ranks (default 1).")
+    moe_tp_size: Annotated[PositiveInt | None, Flag("moe_tp_size", CONVERT)] = Field(
+        None, description="--moe_tp_size: tensor-parallel ranks within each expert, MoE models (default: "
+        "tp_size, or tp_size / moe_ep_size).")
+    moe_ep_size: Annotated[PositiveInt | None, Flag("moe_ep_size", CONVERT)] = Field(
+        None, description="--moe_ep_size: expert-parallel ranks, MoE models (default: 1, or tp_size / "
+        "moe_tp_size); moe_tp_size x moe_ep_size = tp_size.")
+    use_weight_only: Annotated[bool, Flag("use_weight_only", CONVERT)] = Field(
+        False, description="--use_weight_only: quantize the weights only, to weight_only_precision "
+        "(default off).")
+    weight_only_precision: Annotated[Literal["int8", "int4", "int8_gptq", "int4_gptq", "int4_awq"] | None,
+                                     Flag("weight_only_precision", CONVERT)] = Field(
+        None, description="--weight_only_precision: with use_weight_only (default int8; int4_awq from "
+        "0.13, int8_gptq from 0.15).")
+    int8_kv_cache: Annotated[bool, Flag("int8_kv_cache", CONVERT)] = Field(
+        False, description="--int8_kv_cache: an INT8 KV cache, calibrated on calib data (default off).")
+    fp8_kv_cache: Annotated[bool, Flag("fp8_kv_cache", CONVERT)] = Field(
+        False, description="--fp8_kv_cache: an FP8 KV cache (default off).")
+    smoothquant: Annotated[float | None, Flag("smoothquant", CONVERT)] = Field(
+        None, gt=0, le=1, description="--smoothquant: SmoothQuant INT8 with this alpha in (0, 1] "
+        "(default: off).")
+    per_channel: Annotated[bool, Flag("per_channel", CONVERT)] = Field(
+        False, description="--per_channel: SmoothQuant with per-channel weight scales (default: one "
+        "per tensor).")
+    per_token: Annotated[bool, Flag("per_token", CONVERT)] = Field(
+        False, description="--per_token: SmoothQuant with per-token activation scales (default: one "
+        "per tensor).")
+    use_parallel_embedding: Annotated[bool, Flag("use_parallel_embedding", CONVERT)] = Field(
+        False, description="--use_parallel_embedding: split the embedding table across tensor-parallel "
+        "ranks (default: every rank holds it whole).")
     # Not Literal[0, 1]: a Literal takes `true` for 1, which the JSON Schema (and TOML) does not.
-    embedding_sharding_dim: Annotated[int, Field(ge=0, le=1)] | None = None
-    load_by_shard: bool = False
-    workers: PositiveInt | None = Field(None, description="--workers: parallel conversion processes")
-    quantization: Quantization | None = Field(None, description="Run quantize.py with this recipe.")
+    embedding_sharding_dim: Annotated[int | None, Field(ge=0, le=1), Flag("embedding_sharding_dim", CONVERT)] = Field(
+        None, description="--embedding_sharding_dim: with use_parallel_embedding, split along 0 (vocab) "
+        "or 1 (hidden) (default 0).")
+    load_by_shard: Annotated[bool, Flag("load_by_shard", CONVERT)] = Field(
+        False, description="--load_by_shard: read the Hugging Face weights one shard at a time, for models "
+        "larger than host memory (default off); not with smoothquant or int8_kv_cache.")
+    workers: Annotated[PositiveInt | None, Flag("workers", CONVERT)] = Field(
+        None, description="--workers: ranks converted in parallel (default 1).")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -137,25 +186,9 @@ class Checkpoint(Kind):
         f: CheckpointFields = ctx.fields
         version = ctx.toolchain.trtllm_version
         io = ["--model_dir", PathArg("source", "source"), "--output_dir", OUT]
-        if f.quantization is None:
-            tool = CONVERTERS[f.family]
-            values = {"dtype": f.dtype, "tp_size": f.tp_size, "pp_size": f.pp_size,
-                      "moe_tp_size": f.moe_tp_size, "moe_ep_size": f.moe_ep_size,
-                      "use_weight_only": f.use_weight_only,
-                      "weight_only_precision": f.weight_only_precision,
-                      "int8_kv_cache": f.int8_kv_cache, "fp8_kv_cache": f.fp8_kv_cache,
-                      "smoothquant": f.smoothquant, "per_channel": f.per_channel,
-                      "per_token": f.per_token, "use_parallel_embedding": f.use_parallel_embedding,
-                      "embedding_sharding_dim": f.embedding_sharding_dim,
-                      "load_by_shard": f.load_by_shard, "workers": f.workers}
-        else:
-            tool = "quantize.py"
-            q = f.quantization
-            values = {"decoder_type": f.family, "dtype": f.dtype, "qformat": q.qformat,
-                      "kv_cache_dtype": q.kv_cache_dtype, "calib_size": q.calib_size,
-                      "calib_dataset": q.calib_dataset, "calib_max_seq_length": q.calib_max_seq_length,
-                      "batch_size": q.batch_size, "awq_block_size": q.awq_block_size, "seed": q.seed,
-                      "tp_size": f.tp_size, "pp_size": f.pp_size}
+        tool = CONVERTERS[f.family] if f.quantization is None else QUANTIZE
+        derived = {"decoder_type": f.family} if tool == QUANTIZE else {}
+        values = {**derived, **flag_values(f, tool)}
         try:
             args, passed = flag_args(tool, version, values)
             step = Step(tool, tuple(io + args))

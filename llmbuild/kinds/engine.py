@@ -1,7 +1,8 @@
 """`engine`: a TensorRT-LLM checkpoint compiled by `trtllm-build`.
 
-Field names are trtllm-build's flags. Plugin fields take a dtype (`"float16"`,
-`"auto"`, `"disable"`); feature switches take booleans (written enable/disable).
+Field names are trtllm-build's flags, and argv is generated from the fields'
+`Flag` markers. Plugin fields take a dtype (`"float16"`, `"auto"`, `"disable"`);
+feature switches take booleans (written enable/disable).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from ..core.steps import OUT, PathArg, Plan, Step
 from ..core.context import KindContext
-from ..core.target import FieldGroup, Kind, Ref, Source, register
+from ..core.target import FieldGroup, Flag, Kind, Ref, Source, flag_values, register
 from ..toolchains.subsystem import ToolFields
 from ._shared import check_gpus
 from ..toolchains.trtllm import flags
@@ -27,52 +28,131 @@ PluginDtype = Literal["auto", "float16", "float32", "bfloat16", "int32", "disabl
 class Lora(FieldGroup):
     """LoRA support: the engine is built with the LoRA plugin."""
 
-    max_rank: PositiveInt = Field(64, description="--max_lora_rank: largest adapter rank served")
-    target_modules: list[str] | None = Field(None, description="--lora_target_modules")
-    plugin: PluginDtype | None = Field(None, description="--lora_plugin dtype (default: the checkpoint's dtype)")
-    dirs: Annotated[list[str] | None, Source()] = Field(None, description="--lora_dir: adapters built in")
-    ckpt_source: Literal["hf", "nemo"] | None = Field(None, description="--lora_ckpt_source")
+    # Declaration order is argv order (it enters keys).
+    plugin: Annotated[PluginDtype | None, Flag("lora_plugin")] = Field(
+        None, description="--lora_plugin: dtype of the LoRA plugin (default: the checkpoint's dtype).")
+    max_rank: Annotated[PositiveInt, Flag("max_lora_rank")] = Field(
+        64, description="--max_lora_rank: largest adapter rank served; sizes the plugin's workspace (default 64).")
+    target_modules: Annotated[list[str] | None, Flag("lora_target_modules")] = Field(
+        None, description="--lora_target_modules: modules adapters may adapt, in TensorRT-LLM's names "
+        "(attn_q, attn_k, attn_v, attn_dense, mlp_h_to_4h, mlp_4h_to_h, mlp_gate, ...; default: those "
+        "the adapters in dirs adapt).")
+    dirs: Annotated[list[str] | None, Source()] = Field(
+        None, description="--lora_dir: adapter directories built into the engine (Hugging Face PEFT or "
+        "NeMo); the first gives the LoRA config (default: none, adapters come with requests).")
+    ckpt_source: Annotated[Literal["hf", "nemo"] | None, Flag("lora_ckpt_source")] = Field(
+        None, description="--lora_ckpt_source: format of the adapters, hf or nemo (default hf).")
 
 
 class EngineFields(ToolFields):
-    checkpoint: Annotated[str, Ref("checkpoint")] = Field(description="The checkpoint target to build from.")
-    max_batch_size: PositiveInt | None = None
-    max_input_len: PositiveInt | None = None
-    max_seq_len: PositiveInt | None = Field(None, description="Default: the model's max_position_embeddings.")
-    max_num_tokens: PositiveInt | None = None
-    opt_num_tokens: PositiveInt | None = None
-    max_beam_width: PositiveInt | None = None
-    max_prompt_embedding_table_size: NonNegativeInt | None = None
-    kv_cache_type: Literal["paged", "continuous", "disabled"] | None = None
-    tokens_per_block: PositiveInt | None = None
-    gpt_attention_plugin: PluginDtype | None = None
-    gemm_plugin: Literal["auto", "float16", "float32", "bfloat16", "int32", "fp8", "nvfp4", "disable"] | None = None
-    nccl_plugin: PluginDtype | None = None
-    moe_plugin: PluginDtype | None = None
-    context_fmha: bool | None = None
-    use_paged_context_fmha: bool | None = Field(None, description="Needed for KV-cache reuse and chunked context.")
-    use_fp8_context_fmha: bool | None = None
-    remove_input_padding: bool | None = None
-    multiple_profiles: bool | None = None
-    use_fused_mlp: bool | None = None
-    reduce_fusion: bool | None = None
-    user_buffer: bool | None = None
-    pp_reduce_scatter: bool | None = None
-    logits_dtype: Literal["float16", "float32"] | None = None
-    gather_context_logits: bool = False
-    gather_generation_logits: bool = False
-    gather_all_token_logits: bool = False
-    speculative_decoding_mode: Literal["draft_tokens_external", "lookahead_decoding", "medusa",
-                                       "explicit_draft_tokens", "eagle"] | None = None
-    max_draft_len: NonNegativeInt | None = None
-    strip_plan: bool = False
-    weight_sparsity: bool = False
-    weight_streaming: bool = False
-    fast_build: bool = False
-    workers: PositiveInt | None = Field(None, description="--workers: parallel rank builds (capped at GPUs)")
-    profiling_verbosity: Literal["layer_names_only", "detailed", "none"] | None = None
-    log_level: Literal["internal_error", "error", "warning", "info", "verbose", "debug", "trace"] | None = None
-    lora: Lora | None = Field(None, description="Build with the LoRA plugin, e.g. { max_rank = 32 }.")
+    # Declaration order is argv order (it enters keys).
+    checkpoint: Annotated[str, Ref("checkpoint")] = Field(
+        description="The checkpoint target to build from (--checkpoint_dir).")
+    max_batch_size: Annotated[PositiveInt | None, Flag("max_batch_size")] = Field(
+        None, description="--max_batch_size: most sequences in one batch (default 2048; 256 before 0.14).")
+    max_input_len: Annotated[PositiveInt | None, Flag("max_input_len")] = Field(
+        None, description="--max_input_len: longest prompt, in tokens (default 1024).")
+    max_seq_len: Annotated[PositiveInt | None, Flag("max_seq_len")] = Field(
+        None, description="--max_seq_len: longest sequence, prompt plus generated tokens (default: the model's "
+        "max_position_embeddings, times its rope scaling factor where it declares one, except for llama3, "
+        "longrope and su rope types).")
+    max_num_tokens: Annotated[PositiveInt | None, Flag("max_num_tokens")] = Field(
+        None, description="--max_num_tokens: most tokens one engine step processes, summed over the batch "
+        "without padding (default 8192).")
+    opt_num_tokens: Annotated[PositiveInt | None, Flag("opt_num_tokens")] = Field(
+        None, description="--opt_num_tokens: token count the engine is tuned for (default: max_batch_size x "
+        "max_beam_width); not with multiple_profiles.")
+    max_beam_width: Annotated[PositiveInt | None, Flag("max_beam_width")] = Field(
+        None, description="--max_beam_width: widest beam search (default 1: no beam search).")
+    max_prompt_embedding_table_size: Annotated[NonNegativeInt | None, Flag("max_prompt_embedding_table_size")] = Field(
+        None, description="--max_prompt_embedding_table_size: rows of prompt-tuning or multimodal embeddings "
+        "(default 0: none).")
+    kv_cache_type: Annotated[Literal["paged", "continuous", "disabled"] | None, Flag("kv_cache_type")] = Field(
+        None, description="--kv_cache_type (TensorRT-LLM 0.13+): paged, continuous or disabled KV cache "
+        "(default paged); in-flight batching needs paged.")
+    tokens_per_block: Annotated[PositiveInt | None, Flag("tokens_per_block")] = Field(
+        None, description="--tokens_per_block: tokens per block of the paged KV cache (default 64; 32 in 1.x).")
+    gpt_attention_plugin: Annotated[PluginDtype | None, Flag("gpt_attention_plugin")] = Field(
+        None, description="--gpt_attention_plugin: dtype of the attention plugin, or disable (default auto: "
+        "the model's dtype); in-flight batching needs it.")
+    gemm_plugin: Annotated[Literal["auto", "float16", "float32", "bfloat16", "int32", "fp8", "nvfp4", "disable"]
+                           | None, Flag("gemm_plugin")] = Field(
+        None, description="--gemm_plugin: dtype of the GEMM plugin (fp8, nvfp4 for quantized models), or "
+        "disable (default disable; unset in 1.x).")
+    nccl_plugin: Annotated[PluginDtype | None, Flag("nccl_plugin")] = Field(
+        None, description="--nccl_plugin: dtype of the NCCL plugin that tensor- and pipeline-parallel ranks "
+        "communicate through, or disable (default auto).")
+    moe_plugin: Annotated[PluginDtype | None, Flag("moe_plugin")] = Field(
+        None, description="--moe_plugin: dtype of the mixture-of-experts plugin, or disable (default auto).")
+    context_fmha: Annotated[bool | None, Flag("context_fmha")] = Field(
+        None, description="--context_fmha enable|disable: fused multi-head attention for the prompt "
+        "(default enable).")
+    use_paged_context_fmha: Annotated[bool | None, Flag("use_paged_context_fmha")] = Field(
+        None, description="--use_paged_context_fmha enable|disable: context FMHA over the paged KV cache; "
+        "needed for KV-cache reuse and chunked context (default disable; enable in 1.x).")
+    use_fp8_context_fmha: Annotated[bool | None, Flag("use_fp8_context_fmha")] = Field(
+        None, description="--use_fp8_context_fmha enable|disable: FP8 context FMHA for FP8 models "
+        "(default disable; enable in 1.x).")
+    remove_input_padding: Annotated[bool | None, Flag("remove_input_padding")] = Field(
+        None, description="--remove_input_padding enable|disable: pack a batch's tokens without padding "
+        "(default enable); in-flight batching needs it.")
+    multiple_profiles: Annotated[bool | None, Flag("multiple_profiles")] = Field(
+        None, description="--multiple_profiles enable|disable: several TensorRT optimization profiles for "
+        "varied token counts (default disable); not with opt_num_tokens.")
+    use_fused_mlp: Annotated[bool | None, Flag("use_fused_mlp")] = Field(
+        None, description="--use_fused_mlp enable|disable: fuse the MLP's gate and up projections into one "
+        "GEMM (default enable; in 0.12 a switch, off unless given).")
+    reduce_fusion: Annotated[bool | None, Flag("reduce_fusion")] = Field(
+        None, description="--reduce_fusion enable|disable: fuse the tensor-parallel all-reduce with the "
+        "residual add and norm (default disable).")
+    user_buffer: Annotated[bool | None, Flag("user_buffer")] = Field(
+        None, description="--user_buffer enable|disable (TensorRT-LLM 0.16+): user buffers for the fused "
+        "all-reduce, with reduce_fusion (default disable).")
+    pp_reduce_scatter: Annotated[bool | None, Flag("pp_reduce_scatter")] = Field(
+        None, description="--pp_reduce_scatter enable|disable (TensorRT-LLM 0.15+): reduce-scatter between "
+        "pipeline stages; Mixtral only (default disable).")
+    logits_dtype: Annotated[Literal["float16", "float32"] | None, Flag("logits_dtype")] = Field(
+        None, description="--logits_dtype: dtype of the logits the engine returns (default: the "
+        "checkpoint's logits_dtype, float32).")
+    gather_context_logits: Annotated[bool, Flag("gather_context_logits")] = Field(
+        False, description="--gather_context_logits: the engine can return the prompt's logits (default "
+        "off); not with max_draft_len > 0.")
+    gather_generation_logits: Annotated[bool, Flag("gather_generation_logits")] = Field(
+        False, description="--gather_generation_logits: the engine can return the generated tokens' "
+        "logits (default off).")
+    gather_all_token_logits: Annotated[bool, Flag("gather_all_token_logits")] = Field(
+        False, description="--gather_all_token_logits: both gather_context_logits and "
+        "gather_generation_logits (default off).")
+    speculative_decoding_mode: Annotated[Literal["draft_tokens_external", "lookahead_decoding", "medusa",
+                                                 "explicit_draft_tokens", "eagle"] | None,
+                                         Flag("speculative_decoding_mode")] = Field(
+        None, description="--speculative_decoding_mode: how draft tokens are proposed (eagle from "
+        "TensorRT-LLM 0.15; default: no speculative decoding).")
+    max_draft_len: Annotated[NonNegativeInt | None, Flag("max_draft_len")] = Field(
+        None, description="--max_draft_len: most draft tokens checked per step in speculative decoding "
+        "(default 0).")
+    strip_plan: Annotated[bool, Flag("strip_plan")] = Field(
+        False, description="--strip_plan: a weight-stripped engine, refitted with the weights at load "
+        "(default off).")
+    weight_sparsity: Annotated[bool, Flag("weight_sparsity")] = Field(
+        False, description="--weight_sparsity: let TensorRT use 2:4 structured-sparse weights (default off).")
+    weight_streaming: Annotated[bool, Flag("weight_streaming")] = Field(
+        False, description="--weight_streaming: weights may stay in host memory and stream to the GPU "
+        "(default off).")
+    fast_build: Annotated[bool, Flag("fast_build")] = Field(
+        False, description="--fast_build: skip some optimizations for a faster build; weights are kept "
+        "outside the engine (default off).")
+    workers: Annotated[PositiveInt | None, Flag("workers")] = Field(
+        None, description="--workers: ranks built in parallel (default 1; capped at the visible GPUs).")
+    profiling_verbosity: Annotated[Literal["layer_names_only", "detailed", "none"] | None,
+                                   Flag("profiling_verbosity")] = Field(
+        None, description="--profiling_verbosity: layer detail kept in the engine for profilers "
+        "(default layer_names_only).")
+    log_level: Annotated[Literal["internal_error", "error", "warning", "info", "verbose", "debug", "trace"] | None,
+                         Flag("log_level")] = Field(
+        None, description="--log_level: how much trtllm-build logs (default info; trace in 1.x).")
+    lora: Lora | None = Field(None, description="Build with the LoRA plugin, e.g. { max_rank = 32 } "
+                              "(default: no LoRA).")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -85,19 +165,6 @@ class EngineFields(ToolFields):
         return self
 
 
-# Engine field -> trtllm-build flag, in argv order. Booleans on plugin features become enable/disable.
-FLAG_FIELDS = (
-    "max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens", "opt_num_tokens",
-    "max_beam_width", "max_prompt_embedding_table_size", "kv_cache_type", "tokens_per_block",
-    "gpt_attention_plugin", "gemm_plugin", "nccl_plugin", "moe_plugin", "context_fmha",
-    "use_paged_context_fmha", "use_fp8_context_fmha", "remove_input_padding", "multiple_profiles",
-    "use_fused_mlp", "reduce_fusion", "user_buffer", "pp_reduce_scatter", "logits_dtype",
-    "gather_context_logits", "gather_generation_logits", "gather_all_token_logits",
-    "speculative_decoding_mode", "max_draft_len", "strip_plan", "weight_sparsity",
-    "weight_streaming", "fast_build", "workers", "profiling_verbosity", "log_level",
-)
-
-
 @register
 class Engine(Kind):
     name = "engine"
@@ -105,15 +172,8 @@ class Engine(Kind):
     help = "TensorRT-LLM checkpoint -> engine directory (trtllm-build)."
 
     def _values(self, ctx) -> dict[str, Any]:
-        f: EngineFields = ctx.fields
-        values: dict[str, Any] = {name: getattr(f, name) for name in FLAG_FIELDS}
-        if f.lora:
-            checkpoint = ctx.facts_of("checkpoint")
-            values["lora_plugin"] = f.lora.plugin or checkpoint["dtype"]
-            values["max_lora_rank"] = f.lora.max_rank
-            values["lora_target_modules"] = f.lora.target_modules
-            values["lora_ckpt_source"] = f.lora.ckpt_source
-        return values
+        """trtllm-build's flags, from the fields; an unset LoRA plugin takes the checkpoint's dtype."""
+        return flag_values(ctx.fields, TOOL, derived={"lora.plugin": ctx.facts_of("checkpoint")["dtype"]})
 
     def facts(self, ctx):
         """The engine's config.json as declared (version defaults filled in), so a repository

@@ -29,13 +29,57 @@ TRITON_CODE = Path(__file__).resolve().parent.parent / "triton"
 # with llama.md's choice of returning only new tokens.
 _DEFAULTS = {"exclude_input_in_output": True}
 _HINTS = typing.get_type_hints(ServingOptions)
+_DESCRIPTIONS = {
+    "decoupled": "Stream answers: tensorrt_llm and tensorrt_llm_bls are decoupled models, as "
+    "/generate_stream and smoke `stream = true` need (default false).",
+    "entrypoint": "The model clients call: ensemble (preprocessing -> tensorrt_llm -> postprocessing) "
+    "or tensorrt_llm_bls (default ensemble).",
+    "max_queue_delay_microseconds": "Dynamic batching: how long a request may wait for others to "
+    "batch with (default 0).",
+    "max_queue_size": "Requests queued before new ones are refused (default 0: no limit).",
+    "batching_strategy": "tensorrt_llm gpt_model_type: inflight_fused_batching (default), "
+    "inflight_batching or V1 (static batching). In-flight batching needs an engine with a paged KV "
+    "cache, the attention plugin and remove_input_padding.",
+    "batch_scheduler_policy": "guaranteed_no_evict (the backend's default: a started request keeps its "
+    "KV cache) or max_utilization (more requests at once, some paused).",
+    "kv_cache_free_gpu_mem_fraction": "Share of the free GPU memory the KV cache takes, in (0, 1] "
+    "(default: the backend's 0.9).",
+    "max_tokens_in_paged_kv_cache": "Cap on the KV cache, in tokens; with the fraction, the smaller "
+    "wins (default: no cap).",
+    "max_attention_window_size": "Tokens each sequence attends to (a sliding window), at most the "
+    "engine's max_seq_len (default: max_seq_len).",
+    "enable_kv_cache_reuse": "Reuse the KV cache of shared prompt prefixes; needs an engine built with "
+    "use_paged_context_fmha (default: the backend's false).",
+    "enable_chunked_context": "Process long prompts in chunks; needs an engine built with "
+    "use_paged_context_fmha (default: the backend's false).",
+    "exclude_input_in_output": "Answers hold only the new tokens, not the prompt (default true, as "
+    "the backend's llama.md).",
+    "preprocessing_instance_count": "Instances of the tokenizing preprocessing model (default 1).",
+    "postprocessing_instance_count": "Instances of the detokenizing postprocessing model (default 1).",
+    "bls_instance_count": "Instances of tensorrt_llm_bls; the backend's docs advise about the engine's "
+    "max_batch_size (default 1).",
+    "logits_datatype": "Data type of returned logits; TensorRT-LLM backend 0.16 returns TYPE_FP32 only "
+    "(default TYPE_FP32).",
+    "accumulate_tokens": "Streaming through tensorrt_llm_bls: re-decode all tokens so far for each "
+    "answer (default false).",
+    "triton_max_batch_size": "max_batch_size of the five Triton models (default: the engine's "
+    "max_batch_size; larger is an error).",
+    "add_special_tokens": "Preprocessing encodes with special tokens such as BOS (default true).",
+    "skip_special_tokens": "Postprocessing leaves special tokens out of the text (default true).",
+    "gpu_device_ids": "GPUs of each tensorrt_llm instance, ',' within an instance and ';' between "
+    "instances, e.g. \"0,1;2,3\"; each group holds the engine's world size (GPU lane; default: the "
+    "backend picks).",
+    "serve_root": "Where the repository is mounted in the serving container on the GPU lane; the "
+    "engine path in config.pbtxt lies below it (default /models).",
+}
 
 
 def _serving_field(option: dataclasses.Field) -> tuple[Any, Any]:
     if option.name == "extra_parameters":
         return (dict[str, str | int | float | bool],
                 Field(default_factory=dict, description="Any other tensorrt_llm model parameter."))
-    return _HINTS[option.name], Field(_DEFAULTS.get(option.name, option.default))
+    return _HINTS[option.name], Field(_DEFAULTS.get(option.name, option.default),
+                                      description=_DESCRIPTIONS[option.name])
 
 
 _SERVING_FIELDS = {option.name: _serving_field(option) for option in dataclasses.fields(ServingOptions)}

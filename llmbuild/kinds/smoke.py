@@ -27,7 +27,7 @@ Endpoint = Literal["ensemble", "tensorrt_llm_bls"]
 class RequestFields(FieldGroup):
     """One request to `/v2/models/<endpoint>/generate` and what its answer must satisfy."""
 
-    prompt: str | None = Field(None, description="text_input")
+    prompt: str | None = Field(None, description="text_input: the prompt (a smoke target needs it, or requests).")
     max_tokens: PositiveInt = Field(20, description="max_tokens: the answer may not hold more tokens")
     bad_words: str = Field("", description="bad_words: comma-separated phrases never generated")
     stop_words: str = Field("", description="stop_words: comma-separated phrases that end generation")
@@ -40,7 +40,7 @@ class RequestFields(FieldGroup):
 
 
 class Request(RequestFields):
-    prompt: str = Field(description="text_input")
+    prompt: str = Field(description="text_input: the prompt.")
 
 
 class SmokeFields(ToolFields, RequestFields):

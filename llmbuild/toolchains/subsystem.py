@@ -48,7 +48,9 @@ class ToolchainSettings(BaseModel):
     toolchains_dir: str | None = Field(
         None, description="Where llmbuild installs tools it provisions itself, such as the CPU "
         "lane's Triton (default: <cache>/toolchains).")
-    host: HostSettings = Field(default_factory=HostSettings, description="The GPU host, when steps run on it.")
+    host: HostSettings = Field(
+        default_factory=HostSettings,
+        description="[tool.llmbuild.host]: how this host runs TensorRT-LLM on the GPU lane, and what it offers.")
 
 
 SUBSYSTEM = Subsystem(ToolchainSettings, env={
