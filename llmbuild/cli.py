@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .core.errors import LLMBuildError
-from .core.explain import explain
+from .introspect.explain import explain
 from .core.workspace import Workspace
 
 
