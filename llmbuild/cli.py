@@ -1,10 +1,12 @@
-"""`llmbuild`: look at what doit would do, without doing it.
+"""`llmbuild`: look at what doit would do without doing it; for CI, build what a change affects.
 
     llmbuild plan [--json] [--lane cpu|gpu] [SPEC...]   the steps (lane, program, argv) of each target
     llmbuild render ADDRESS --out DIR [--lane cpu|gpu] the files a repository target would produce
     llmbuild explain ADDRESS...                         why each would rebuild (or not)
     llmbuild graph [--format dot|mermaid|png] [SPEC...] the target graph, coloured by the last run
-    llmbuild changed --since REV                        targets a git change affects (for CI)
+    llmbuild changed --since REV [--build [-- DOIT_ARG...]]
+                                                        targets a git change affects; --build
+                                                        runs doit on exactly those (CI)
     llmbuild schema [--out FILE]                        JSON Schema of BUILD.toml, for editors
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from .core.errors import LLMBuildError
 from .core.workspace import Workspace
-from .introspect.changed import changed_targets
+from .introspect.changed import build_affected, changed_targets
 from .introspect.explain import explain
 from .introspect.graph import graph_text, write_graph
 from .introspect.plan import plan_document, plan_text
@@ -90,6 +92,9 @@ def cmd_graph(args) -> int:
 
 
 def cmd_changed(args) -> int:
+    if args.doit_args and not args.build:
+        raise LLMBuildError(f"'{' '.join(args.doit_args)}': arguments for doit need --build "
+                            "(llmbuild changed --since REV --build -- DOIT_ARG...)")
     environ = dict(os.environ)
     if args.lane:
         environ["LLMBUILD_LANE"] = args.lane
@@ -98,11 +103,11 @@ def cmd_changed(args) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return 0
-    for address in report.affected:
-        print(address if args.quiet else f"{address}  ({report.reasons[address]})")
+    for line in report.lines(quiet=args.quiet):
+        print(line)
     if report.removed and not args.quiet:
         print("removed since " + args.since + ": " + ", ".join(report.removed), file=sys.stderr)
-    return 0
+    return build_affected(ws, report, args.doit_args, environ) if args.build else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,15 +151,27 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--out", help="file to write (default: stdout; llmbuild-graph.png for png)")
     graph.set_defaults(func=cmd_graph)
 
-    changed = sub.add_parser("changed", help="the targets whose keys a git change affects (build only those in CI)",
-                             description="Compare every target's inputs now (working tree) with REV: "
-                             "BUILD.toml and [defaults] edits, source files, toolchain files; targets "
-                             "depending on an affected one are affected too. Prints one address per line; "
-                             "`doit $(llmbuild changed --since origin/main -q)` builds them.")
+    changed = sub.add_parser(
+        "changed", help="the targets whose keys a git change affects; with --build, build exactly those (CI)",
+        usage="llmbuild changed [-h] --since REV [--build [-- DOIT_ARG ...] | --json] [-q] [--lane {cpu,gpu}]",
+        description="Compare every target's inputs now (working tree) with REV: BUILD.toml and "
+        "[defaults] edits, source files, toolchain files; targets depending on an affected one are "
+        "affected too. Prints one address per line with the reason. For CI: `llmbuild changed "
+        "--since origin/main --build` runs doit on exactly the affected targets, and runs nothing "
+        "when none is (`doit $(llmbuild changed ... -q)` would then be a plain `doit`, which "
+        "builds everything).",
+        epilog="example: llmbuild changed --since origin/main --build -- -n 2")
     changed.add_argument("--since", required=True, metavar="REV", help="git revision to compare with")
-    changed.add_argument("--json", action="store_true", help="addresses with reasons, as JSON")
+    mode = changed.add_mutually_exclusive_group()
+    mode.add_argument("--build", action="store_true",
+                      help="then run `doit run [DOIT_ARG...] ADDRESS...` on exactly the affected addresses "
+                      "(exit status: doit's); with none affected, print 'nothing changed since REV; "
+                      "nothing to build' and exit 0 without running doit")
+    mode.add_argument("--json", action="store_true", help="addresses with reasons, as JSON")
     changed.add_argument("-q", "--quiet", action="store_true", help="addresses only")
     changed.add_argument("--lane", choices=["cpu", "gpu"], help="for this lane instead of the active one")
+    changed.add_argument("doit_args", nargs="*", metavar="DOIT_ARG",
+                         help="with --build: options for `doit run`, after `--` (e.g. -- -n 2)")
     changed.set_defaults(func=cmd_changed)
 
     schema = sub.add_parser("schema", help="the JSON Schema of BUILD.toml (for editors)",

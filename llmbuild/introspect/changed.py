@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import bisect
 import os
+import shlex
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from ..core.settings import PYPROJECT, load_settings
 from ..core.target import Target
 from ..core.workspace import Workspace
 
-__all__ = ["ChangedReport", "changed_targets"]
+__all__ = ["ChangedReport", "build_affected", "changed_targets"]
 
 _CHUNK = 1 << 20
 #: llmbuild itself: when it lives in the compared repository, its changes may change every key.
@@ -62,6 +64,10 @@ class ChangedReport:
                 "affected": [{"address": a, "reason": self.reasons.get(a, "")} for a in self.affected],
                 "removed": list(self.removed)}
 
+    def lines(self, *, quiet: bool = False) -> list[str]:
+        """One line per affected target: the address, and unless quiet the reason."""
+        return [a if quiet else f"{a}  ({self.reasons[a]})" for a in self.affected]
+
 
 def changed_targets(ws: Workspace, since: str, *, environ: Mapping[str, str] | None = None) -> ChangedReport:
     """Targets of `ws` whose keys differ from what they were at git revision `since`.
@@ -82,6 +88,18 @@ def changed_targets(ws: Workspace, since: str, *, environ: Mapping[str, str] | N
         rev_ws = sides.load_rev(since, environ, tmp_path)
         sides.collect_changes(rev_ws)
         return _compare(ws, rev_ws, sides, since, commit)
+
+
+def build_affected(ws: Workspace, report: ChangedReport, doit_args: Sequence[str],
+                   environ: Mapping[str, str]) -> int:
+    """`llmbuild changed --build`: run doit on exactly the affected targets (what they need comes
+    along); with none affected, say so and run nothing (a plain `doit` would build everything)."""
+    if not report.affected:
+        print(f"nothing changed since {report.since}; nothing to build")
+        return 0
+    argv = [sys.executable, "-m", "doit", "run", *doit_args, *report.affected]
+    print(f"llmbuild: {shlex.join(['doit', *argv[3:]])}", flush=True)
+    return subprocess.run(argv, cwd=ws.root, env=dict(environ)).returncode
 
 
 # -- git ---------------------------------------------------------------------------------------
