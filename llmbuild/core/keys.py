@@ -46,7 +46,8 @@ class Change:
     """One difference between two key documents (old -> new)."""
 
     section: str  # one of SECTIONS
-    name: str  # dotted parameter, --flag, toolchain entry, source or dependency field; step "N.program"
+    name: str  # dotted parameter, --flag, toolchain entry, source or dependency field;
+    #            steps: "N.program", "N.argv" (positionals or order), "count"
     old: Any = ABSENT
     new: Any = ABSENT
     files: tuple[str, ...] = ()  # source: the files whose content differs, when both listings are known
@@ -66,11 +67,11 @@ class Change:
             return f"step {index}: {part} {old} -> {new}"
         label = {"param": "parameter", "flag": "argv flag", "toolchain": "toolchain",
                  "source": "source", "dependency": "dependency"}[self.section]
+        digests = self.section in ("source", "dependency")  # values not worth showing
         if self.old is ABSENT:
-            return f"{label} {self.name}: added" + ("" if self.section in ("source", "dependency") else f" ({new})")
+            return f"{label} {self.name}: added" + ("" if digests else f" ({new})")
         if self.new is ABSENT:
-            return f"{label} {self.name}: removed" + ("" if self.section in ("source", "dependency")
-                                                       else f" (was {old})")
+            return f"{label} {self.name}: removed" + ("" if digests else f" (was {old})")
         if self.section == "source":
             shown = ", ".join(n or "(the file)" for n in self.files[:5])
             more = f" and {len(self.files) - 5} more" if len(self.files) > 5 else ""
