@@ -12,6 +12,7 @@ and lives either at the repository's top or in a subdirectory of it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -362,3 +363,47 @@ def test_sources_through_symlinks(repo, tmp_path, tiny_models):
     flip_last_byte(data_file)  # outside git: not a change
     flip_last_byte(shared / "hf" / "model.safetensors")
     assert repo.affected("HEAD") == {"models/m4:checkpoint", "models/m4:engine"}
+
+
+# -- the CI command: llmbuild changed --since REV --build [-- DOIT_ARG...] ------------------------
+
+def ci_build(repo: Repo, *doit_args: str) -> subprocess.CompletedProcess:
+    return repo.ws.llmbuild("changed", "--since", "HEAD", "--build", *(["--", *doit_args] if doit_args else []),
+                            check=False)
+
+
+def test_ci_build_with_nothing_changed_runs_nothing(repo):
+    """`doit $(llmbuild changed -q ...)` with nothing affected is a plain `doit`: it builds everything."""
+    repo.edit("models/family/BUILD.toml", "# defaults", "# the defaults")  # a change that affects no key
+    proc = ci_build(repo, "-n", "2")
+    assert (proc.returncode, proc.stdout) == (0, "nothing changed since HEAD; nothing to build\n"), proc.stderr
+    assert not (repo.ws.root / "dist").exists()  # doit did not run: it writes dist/run.json
+
+
+def test_ci_build_passes_doit_its_arguments_and_exit_status(repo):
+    repo.edit(f"{M1_}/BUILD.toml", "max_batch_size = 4", "max_batch_size = 2")
+    proc = ci_build(repo, "--no-such-doit-option")
+    assert proc.stdout.splitlines() == [f"{M1_}:engine  (params changed: max_batch_size)",
+                                        f"llmbuild: doit run --no-such-doit-option {M1_}:engine"]
+    assert proc.returncode == 3 and "no-such-doit-option" in proc.stderr  # doit's own refusal
+    assert not (repo.ws.root / "dist" / "run.json").exists()
+
+
+def test_ci_build_arguments_need_build(repo):
+    proc = repo.ws.llmbuild("changed", "--since", "HEAD", "--", "-n", "2", check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("llmbuild: error: '-n 2': arguments for doit need --build "
+                           "(llmbuild changed --since REV --build -- DOIT_ARG...)\n")
+
+
+@pytest.mark.slow
+def test_ci_build_builds_exactly_the_affected_targets(repo):
+    repo.edit(f"{M1_}/BUILD.toml", "max_batch_size = 4", "max_batch_size = 2")
+    proc = ci_build(repo, "-n", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[:2] == [f"{M1_}:engine  (params changed: max_batch_size)",
+                                            f"llmbuild: doit run -n 2 {M1_}:engine"]
+    run = json.loads((repo.ws.root / "dist" / "run.json").read_text())
+    # The engine and what it needs (its checkpoint was never built here); m0 and m2 untouched.
+    assert {r["address"]: r["outcome"] for r in run["targets"]} == {
+        f"{M1_}:checkpoint": "built", f"{M1_}:engine": "built"}

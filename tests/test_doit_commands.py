@@ -48,3 +48,16 @@ def test_parallel_run_json_reporter_list_info_clean(ws):
     assert again.outcomes == {"models/a:checkpoint": "up-to-date", "models/a:engine": "restored"}
     ws.doit("forget")
     assert set(ws.doit("models/::").outcomes.values()) == {"up-to-date"}
+
+    # `doit info` and `llmbuild explain` give the same reason, from the same key document diff.
+    build_toml = ws.root / "models/b/BUILD.toml"
+    build_toml.write_text(build_toml.read_text().replace("max_batch_size = 2", "max_batch_size = 3"))
+    reason = "- parameter max_batch_size: 2 -> 3"
+    explained = ws.llmbuild("explain", "models/b:engine").stdout
+    assert explained.splitlines() == ["models/b:engine: would build", f"  {reason}"]
+    info = ws.doit("info", "models/b:engine", check=False)  # exit status 1: not up to date
+    assert info.returncode == 1 and "status     : run" in info.stdout
+    assert "llmbuild action key:\n" in info.stdout and "models/b:engine: would build\n" in info.stdout
+    # doit appends the uptodate callable's arguments to the last line
+    assert [line.strip() for line in info.stdout.splitlines() if line.strip().startswith("- parameter")] == [
+        f"{reason} (args=[], kwargs={{}})"]

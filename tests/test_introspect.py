@@ -408,3 +408,25 @@ def test_render_png_rejects_bad_dot(tmp_path):
     with pytest.raises(LLMBuildError, match="dot failed"):
         render_png("digraph { a -> }", tmp_path / "g.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_graph_command(make_workspace, tmp_path):
+    """`llmbuild graph`: DOT or Mermaid to stdout or --out; PNG without Graphviz is one clear error."""
+    w = make_workspace()
+    w.add_model("a", TINY_HF)
+    dot = w.llmbuild("graph").stdout
+    assert sorted(dot_nodes(dot)) == ["models/a:checkpoint", "models/a:engine"]
+    mermaid = w.llmbuild("graph", "--format", "mermaid", "models/a:checkpoint").stdout
+    assert sorted(mermaid_nodes(mermaid)) == ["models/a:checkpoint"]
+    out = tmp_path / "graph.mmd"
+    assert w.llmbuild("graph", "--format", "mermaid", "--out", str(out), "models/a:checkpoint").stdout == \
+        f"wrote {out}\n"
+    assert out.read_text() == mermaid
+    no_dot = subprocess.run([sys.executable, "-m", "llmbuild", "graph", "--format", "png"], cwd=w.root,
+                            capture_output=True, text=True, env=w.env(PATH=str(tmp_path / "empty")))
+    assert no_dot.returncode == 2 and no_dot.stdout == ""
+    assert no_dot.stderr.startswith("llmbuild: error: a PNG needs Graphviz's `dot`")
+    assert not (w.root / "llmbuild-graph.png").exists()
+    if HAS_DOT:
+        assert w.llmbuild("graph", "--format", "png").stdout == "wrote llmbuild-graph.png\n"
+        assert (w.root / "llmbuild-graph.png").read_bytes().startswith(b"\x89PNG")

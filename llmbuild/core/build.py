@@ -15,6 +15,7 @@ from .cache import Staging
 from .context import KindContext
 from .digests import digest_of_listing
 from .errors import BuildFailed, LLMBuildError
+from .keys import KeyDocument
 from .protocols import Executor, Server
 from .steps import PathArg, Plan, Step
 from .target import Target
@@ -112,7 +113,7 @@ def bring_up_to_date(ws: Workspace, target: Target) -> Result:
     return Result(RESTORED, key, time.monotonic() - started)
 
 
-def _build(ws: Workspace, target: Target, key: str, document: dict[str, Any]) -> None:
+def _build(ws: Workspace, target: Target, key: str, document: KeyDocument) -> None:
     staging = ws.cache.stage(key)
     ctx = RunContext(ws, target, ws.plan(target), key, staging)
     started = time.time()
@@ -127,7 +128,7 @@ def _build(ws: Workspace, target: Target, key: str, document: dict[str, Any]) ->
     outputs = ws.digests.tree_files(staging.out)
     ws.cache.commit(staging, {
         "key": key,
-        "document": document,
+        "document": document.as_dict(),
         "output_digest": digest_of_listing(outputs),
         "outputs": outputs,
         "source_files": ws.source_files(target),  # lets `llmbuild explain` name the changed files

@@ -35,6 +35,19 @@ def hash_file(path: Path) -> str:
         return hashlib.file_digest(handle, ALGORITHM).hexdigest()
 
 
+def _when_unlocked(statement, deadline: float = 60.0):
+    """Run `statement`, retrying while another process holds the lock (switching to WAL
+    returns SQLITE_BUSY at once instead of waiting on the busy timeout)."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            return statement()
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > end:
+                raise
+            time.sleep(0.05)
+
+
 def _today() -> int:
     """Days since the epoch: the unit of `used`."""
     return int(time.time() // 86400)
@@ -64,14 +77,15 @@ class DigestCache:
         if self._conn is None or self._pid != os.getpid():  # never share a connection across fork
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _when_unlocked(lambda: conn.execute("PRAGMA journal_mode=WAL"))  # skips the busy handler
             conn.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last rows on power loss is fine
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (dev INTEGER, ino INTEGER, size INTEGER, "
-                         "mtime INTEGER, digest TEXT NOT NULL, used INTEGER NOT NULL, "
-                         "PRIMARY KEY (dev, ino, size, mtime)) WITHOUT ROWID")
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_used ON {TABLE} (used)")
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-            conn.execute("DROP TABLE IF EXISTS digests")  # earlier versions' table, never pruned
+            with _transaction(conn):
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (dev INTEGER, ino INTEGER, size INTEGER, "
+                             "mtime INTEGER, digest TEXT NOT NULL, used INTEGER NOT NULL, "
+                             "PRIMARY KEY (dev, ino, size, mtime)) WITHOUT ROWID")
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_used ON {TABLE} (used)")
+                conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+                conn.execute("DROP TABLE IF EXISTS digests")  # earlier versions' table, never pruned
             self._prune(conn)
             self._conn, self._pid = conn, os.getpid()
         return self._conn

@@ -14,7 +14,7 @@ from .digests import DigestCache, digest_of_listing
 from .errors import LLMBuildError
 from .graph import resolve_references, topological_order
 from .context import KindContext
-from .keys import action_key, key_document
+from .keys import KeyDocument
 from .paths import resolve_source
 from .protocols import Executor, Plugins, Toolchain
 from .settings import Settings, find_workspace_root, load_settings, resolve_dir
@@ -45,7 +45,7 @@ class Workspace:
         self._executors: dict[Address, Executor] = {}
         self.warnings: list[str] = []  # from checks where the real tools only warn
         self.verify_sources = True  # False: plan/render on a machine without the sources
-        self._keys: dict[Address, tuple[str, dict[str, Any]]] = {}
+        self._keys: dict[Address, tuple[str, KeyDocument]] = {}
 
     @classmethod
     def load(cls, start: Path | None = None, environ: dict[str, str] | None = None, *,
@@ -160,14 +160,14 @@ class Workspace:
             self._plans[target.address] = target.kind.plan(self.context(target))
         return self._plans[target.address]
 
-    def key(self, target: Target) -> tuple[str, dict[str, Any]]:
+    def key(self, target: Target) -> tuple[str, KeyDocument]:
         """(action key, key document). Raises NotReady if a dependency is not built yet."""
         if target.address not in self._keys:
             document = self.key_document(target)
-            self._keys[target.address] = (action_key(document), document)
+            self._keys[target.address] = (document.key, document)
         return self._keys[target.address]
 
-    def key_document(self, target: Target, *, partial: bool = False) -> dict[str, Any]:
+    def key_document(self, target: Target, *, partial: bool = False) -> KeyDocument:
         """The canonical document the key hashes. With partial=True a dependency not built
         yet appears as None instead of raising NotReady (for explaining)."""
         plan = self.plan(target)
@@ -181,7 +181,7 @@ class Workspace:
                 raise NotReady(f"{dep.address} has not been built")
             deps[field] = manifest and manifest["output_digest"]
         sources = {field: digest_of_listing(files) for field, files in self.source_files(target).items()}
-        return key_document(
+        return KeyDocument(
             kind=target.kind.name, params=plan.params,
             steps=[s.key_document() for s in plan.steps],
             toolchain={**self.toolchain_for(target).identity, **plan.extra_identity},

@@ -9,8 +9,8 @@ from doit.exceptions import InvalidDodoFile, TaskFailed
 
 from ..core.build import bring_up_to_date
 from ..core.errors import LLMBuildError
-from ..core.explain import explain
 from ..core.settings import find_workspace_root, load_settings, resolve_dir
+from ..introspect.explain import explain
 from .reporter import RunReporter
 from . import state
 

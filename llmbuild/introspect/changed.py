@@ -1,12 +1,11 @@
 """`llmbuild changed --since REV`: the targets whose keys a git change affects.
 
 A target's full action key needs its dependencies' *built* outputs, so this
-compares a **static fingerprint** instead: kind, consumed parameters, the
-steps' key documents, toolchain identity (plus the plan's extra identity),
-source digests and which targets the dependency fields name. A target is
-affected when its fingerprint differs between REV and the working tree (or it
-is new), or when a dependency is affected (its key holds the dependency's
-output digest).
+compares a **static key document** instead: the `KeyDocument` of the key with
+the dependency fields holding the addresses they name rather than output
+digests. A target is affected when its static document differs between REV and
+the working tree (`KeyDocument.diff`; or it is new), or when a dependency is
+affected (its key holds the dependency's output digest).
 
 The REV side is a throwaway copy of the workspace subtree written from git
 objects (`ls-tree` + `cat-file --batch`: no hooks, no filters, no LFS
@@ -23,23 +22,26 @@ from __future__ import annotations
 
 import bisect
 import os
+import shlex
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..core.digests import DigestCache, digest_of_listing
 from ..core.errors import LLMBuildError
+from ..core.keys import ABSENT, Change, KeyDocument
 from ..core.protocols import Plugins
 from ..core.settings import PYPROJECT, load_settings
 from ..core.target import Target
 from ..core.workspace import Workspace
 
-__all__ = ["ChangedReport", "changed_targets"]
+__all__ = ["ChangedReport", "build_affected", "changed_targets"]
 
 _CHUNK = 1 << 20
 #: llmbuild itself: when it lives in the compared repository, its changes may change every key.
@@ -63,6 +65,10 @@ class ChangedReport:
                 "affected": [{"address": a, "reason": self.reasons.get(a, "")} for a in self.affected],
                 "removed": list(self.removed)}
 
+    def lines(self, *, quiet: bool = False) -> list[str]:
+        """One line per affected target: the address, and unless quiet the reason."""
+        return [a if quiet else f"{a}  ({self.reasons[a]})" for a in self.affected]
+
 
 def changed_targets(ws: Workspace, since: str, *, environ: Mapping[str, str] | None = None) -> ChangedReport:
     """Targets of `ws` whose keys differ from what they were at git revision `since`.
@@ -83,6 +89,18 @@ def changed_targets(ws: Workspace, since: str, *, environ: Mapping[str, str] | N
         rev_ws = sides.load_rev(since, environ, tmp_path, ws.plugins)
         sides.collect_changes(rev_ws)
         return _compare(ws, rev_ws, sides, since, commit)
+
+
+def build_affected(ws: Workspace, report: ChangedReport, doit_args: Sequence[str],
+                   environ: Mapping[str, str]) -> int:
+    """`llmbuild changed --build`: run doit on exactly the affected targets (what they need comes
+    along); with none affected, say so and run nothing (a plain `doit` would build everything)."""
+    if not report.affected:
+        print(f"nothing changed since {report.since}; nothing to build")
+        return 0
+    argv = [sys.executable, "-m", "doit", "run", *doit_args, *report.affected]
+    print(f"llmbuild: {shlex.join(['doit', *argv[3:]])}", flush=True)
+    return subprocess.run(argv, cwd=ws.root, env=dict(environ)).returncode
 
 
 # -- git ---------------------------------------------------------------------------------------
@@ -392,20 +410,17 @@ class _Sides:
         return digest_of_listing(files) if files else "missing"
 
 
-# -- fingerprints ------------------------------------------------------------------------------
+# -- static key documents ----------------------------------------------------------------------
 
 
 @dataclass
 class _Print:
-    kind: str
-    params: Any
-    steps: Any
-    toolchain: dict[str, Any]
-    sources: dict[str, str]
-    deps: dict[str, str]
+    """A target's static key document, and what its reasons need besides."""
+
+    document: KeyDocument  # deps: the addresses the dependency fields name, not output digests
     available: bool
-    fields: dict[str, Any] = field(default_factory=dict)  # validated fields, for reasons only
-    raw: dict[str, Any] = field(default_factory=dict)  # the target's own table, for reasons only
+    fields: dict[str, Any]  # validated fields: was a parameter change inherited from [defaults]?
+    raw: dict[str, Any]  # the target's own BUILD.toml table
 
 
 def _fingerprint(ws: Workspace, target: Target, sides: _Sides, *, rev: bool,
@@ -427,56 +442,38 @@ def _fingerprint(ws: Workspace, target: Target, sides: _Sides, *, rev: bool,
         except (OSError, tomllib.TOMLDecodeError):
             raw_tables[target.build_file] = {}
     raw = raw_tables[target.build_file].get(target.kind.name, {}).get(target.address.name, {})
-    return _Print(
+    document = KeyDocument(
         kind=target.kind.name, params=params, steps=steps, toolchain=toolchain,
         sources={name: sides.source_digest(path, rev=rev) for name, path in sorted(target.sources.items())},
-        deps={name: str(dep.address) for name, dep in sorted(target.deps.items())},
-        available=target.unavailable is None,
-        fields=target.fields.model_dump(mode="json"), raw=raw if isinstance(raw, dict) else {})
-
-
-def _differing(old: Any, new: Any, prefix: str = "", depth: int = 2) -> list[str]:
-    """Dotted names of the entries that differ between two parameter documents."""
-    if old == new:
-        return []
-    if not (isinstance(old, dict) and isinstance(new, dict)) or depth == 0:
-        return [prefix.rstrip(".") or "params"]
-    names = []
-    for key in sorted(set(old) | set(new), key=str):
-        if old.get(key, _MISSING) != new.get(key, _MISSING):
-            names.extend(_differing(old.get(key), new.get(key), f"{prefix}{key}.", depth - 1)
-                         if key in old and key in new else [f"{prefix}{key}"])
-    return names
-
-
-_MISSING = object()
+        deps={name: str(dep.address) for name, dep in sorted(target.deps.items())})
+    return _Print(document, available=target.unavailable is None,
+                  fields=target.fields.model_dump(mode="json"), raw=raw if isinstance(raw, dict) else {})
 
 
 def _own_reasons(old: _Print, new: _Print, lane: str) -> list[str]:
-    if old.kind != new.kind:
-        return [f"kind changed ({old.kind} -> {new.kind})"]
+    """One short phrase per changed section of the static key document (a CI log line)."""
+    changes: dict[str, list[Change]] = {}
+    for change in old.document.diff(new.document):
+        changes.setdefault(change.section, []).append(change)
+    if "kind" in changes:
+        return [f"kind changed ({changes['kind'][0].old} -> {changes['kind'][0].new})"]
     reasons = []
-    if old.params != new.params:
-        names = ", ".join(_differing(old.params, new.params))
+    if "param" in changes:
+        names = ", ".join(c.name for c in changes["param"])
         fields = {k for k in set(old.fields) | set(new.fields) if old.fields.get(k) != new.fields.get(k)}
-        own = {k for k in set(old.raw) | set(new.raw) if old.raw.get(k, _MISSING) != new.raw.get(k, _MISSING)}
+        own = {k for k in set(old.raw) | set(new.raw) if old.raw.get(k, ABSENT) != new.raw.get(k, ABSENT)}
         inherited = bool(fields) and not (fields & own)
         reasons.append(f"{'inherited params' if inherited else 'params'} changed: {names}"
                        + (" (from [defaults])" if inherited else ""))
-    elif old.steps != new.steps:
+    elif "step" in changes or "flag" in changes:
         reasons.append("command changed")
-    if old.toolchain != new.toolchain:
-        names = [k for k in sorted(set(old.toolchain) | set(new.toolchain))
-                 if old.toolchain.get(k) != new.toolchain.get(k)]
-        reasons.append("toolchain changed: " + ", ".join(names))
-    changed_sources = [k for k in sorted(set(old.sources) | set(new.sources))
-                       if old.sources.get(k) != new.sources.get(k)]
-    if changed_sources:
-        reasons.append("source changed: " + ", ".join(changed_sources))
-    changed_deps = [k for k in sorted(set(old.deps) | set(new.deps)) if old.deps.get(k) != new.deps.get(k)]
-    if changed_deps:
+    for section in ("toolchain", "source"):
+        if section in changes:
+            reasons.append(f"{section} changed: " + ", ".join(c.name for c in changes[section]))
+    if "dependency" in changes:
         reasons.append("dependency changed: " + ", ".join(
-            f"{k} ({old.deps.get(k, 'none')} -> {new.deps.get(k, 'none')})" for k in changed_deps))
+            f"{c.name} ({'none' if c.old is ABSENT else c.old} -> {'none' if c.new is ABSENT else c.new})"
+            for c in changes["dependency"]))
     if new.available and not old.available:
         reasons.append(f"now buildable on the {lane} lane")
     return reasons

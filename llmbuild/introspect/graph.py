@@ -243,3 +243,17 @@ def render_png(dot_text: str, out_path: str | Path) -> bool:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return True
+
+
+def graph_text(ws: Workspace, targets: list[Target], fmt: str) -> str:
+    """DOT or Mermaid ("png" gives the DOT it renders), coloured by the last run."""
+    return (graph_mermaid if fmt == "mermaid" else graph_dot)(ws, targets, load_outcomes(ws.dist))
+
+
+def write_graph(ws: Workspace, targets: list[Target], fmt: str, out: Path) -> None:
+    text = graph_text(ws, targets, fmt)
+    if fmt != "png":
+        out.write_text(text)
+    elif not render_png(text, out):
+        raise LLMBuildError("a PNG needs Graphviz's `dot` (Debian: apt-get install graphviz); "
+                            "--format dot or mermaid work without it")
