@@ -854,13 +854,13 @@ def tiny_engine(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def triton_env_e2e():
-    from llmbuild.triton.cpu_env import ensure_cpu_triton
+    from llmbuild.toolchains.cpu.install import ensure_cpu_triton
 
     return ensure_cpu_triton(TOOLCHAINS, progress=lambda line: None)
 
 
 def _serve(tmp_path_factory, tiny_engine, triton_env_e2e, **options):
-    from llmbuild.triton.server import TritonServer
+    from llmbuild.toolchains.cpu.server import TritonServer
 
     engine_config = json.loads((tiny_engine / "config.json").read_text())
     configs = build_configs(ServingOptions(**options), engine_config, lane="cpu")

@@ -132,7 +132,7 @@ class Smoke(Kind):
         world_size = ctx.ws.facts(target.dep("repository"))["world_size"]
         with ctx.ws.toolchain_for(target).serve(repository, log_path=ctx.out / "triton.log", world_size=world_size,
                                                 progress=lambda line: _say(target, line)) as server:
-            from ..triton.client import generate
+            from ..toolchains.client import generate
 
             for request in ctx.plan.params["requests"]:
                 spec = RequestFields.model_validate(request)

@@ -151,7 +151,7 @@ class ContainerToolchain(Toolchain):
         import time
 
         from ..executors.docker import ContainerRun, Mount, running_container
-        from ..triton.server import TritonStartError, free_ports, wait_until_ready
+        from .cpu.server import TritonStartError, free_ports, wait_until_ready
 
         port = free_ports(1)[0]
         run = ContainerRun(image=self._image(), argv=tuple(triton_launch_argv(world_size)),

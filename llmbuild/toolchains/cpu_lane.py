@@ -15,27 +15,32 @@ STAND_INS = {
     "quantize.py": "llmbuild.toolchains.cpu.quantize",
     "trtllm-build": "llmbuild.toolchains.cpu.trtllm_build",
 }
+CPU_SOURCES = Path(__file__).parent / "cpu"
+#: The CPU Triton server and its install: they serve and build nothing, so they are not part
+#: of the stand-ins' identity (a change to them must not rebuild checkpoints and engines).
+SERVING_SOURCES = ("server.py", "install.py")
 
 
 class CpuToolchain(Toolchain):
     lane = "cpu"
 
     def _identity(self) -> dict[str, Any]:
-        return {"implementation": code_digest(Path(__file__).parent / "cpu")}
+        sources = [p for p in CPU_SOURCES.glob("*.py") if p.name not in SERVING_SOURCES]
+        return {"implementation": code_digest(*sources)}
 
     def serving_unavailable(self) -> str | None:
         return None
 
     def serve(self, repository: Path, *, log_path: Path, progress=print, world_size: int = 1):
         """The real Triton from the nvidia-pytriton wheel, installed under the cache on first use."""
-        from ..triton.cpu_env import ensure_cpu_triton
-        from ..triton.server import TritonServer
+        from .cpu.install import ensure_cpu_triton
+        from .cpu.server import TritonServer
 
         env = ensure_cpu_triton(self.ws.toolchains_dir, progress=progress)
         return TritonServer(repository, env, log_path=log_path)
 
     def server_identity(self) -> dict[str, Any]:
-        from ..triton.cpu_env import TRITON_VERSION
+        from .cpu.install import TRITON_VERSION
 
         return {"tritonserver": TRITON_VERSION}
 
