@@ -124,6 +124,111 @@ def test_cpu_lane_check(case, make_workspace, tiny_models):
         assert fragment in message, f"{fragment!r} not in {message!r}"
 
 
+# -- trtllm-build's configuration: one model for the engine kind and the CPU stand-in ----------------
+
+SEQ512 = """\
+[checkpoint.checkpoint]
+source = "hf"
+
+[engine.seq512]
+checkpoint = ":checkpoint"
+max_batch_size = 2
+max_seq_len = 512
+
+[repository.repository]
+engine = ":seq512"
+"""
+ENGINES = SEQ512 + """
+[engine.clipped]
+checkpoint = ":checkpoint"
+max_batch_size = 2
+max_input_len = 4096
+kv_cache_type = "continuous"
+remove_input_padding = false
+
+[engine.tokens]
+checkpoint = ":checkpoint"
+max_batch_size = 2
+max_seq_len = 100
+max_num_tokens = 16
+"""
+ROPE = """\
+[checkpoint.checkpoint]
+source = "hf"
+
+[engine.rope]
+checkpoint = ":checkpoint"
+max_batch_size = 2
+"""
+
+
+def rope_model(tiny_models, tmp_path, scaling: dict):
+    """The tiny Llama with `rope_scaling` in its config.json."""
+    import shutil
+
+    hf = tmp_path / "rope-hf"
+    shutil.copytree(tiny_models[0], hf)
+    config = json.loads((hf / "config.json").read_text())
+    (hf / "config.json").write_text(json.dumps({**config, "rope_scaling": scaling}))
+    return hf
+
+
+def build_config_of(loaded, address: str) -> dict:
+    return loaded.facts(loaded.target(address))["config"]["build_config"]
+
+
+def test_max_seq_len_alone_clips_the_default_max_input_len(make_workspace, tiny_models):
+    """trtllm-build clips max_input_len (default 1024) to a smaller max_seq_len instead of failing."""
+    ws = make_workspace()
+    ws.add_model("m", tiny_models[0], SEQ512)
+    loaded = load(ws)
+    assert loaded.warnings == []  # the default max_input_len is clipped quietly
+    build = build_config_of(loaded, "models/m:seq512")
+    assert (build["max_seq_len"], build["max_input_len"]) == (512, 512)
+    assert loaded.facts(loaded.target("models/m:repository"))["max_input_len"] == 512
+    (step,) = loaded.plan(loaded.target("models/m:seq512")).steps
+    assert "--max_seq_len" in step.argv and "--max_input_len" not in step.argv
+
+
+def test_an_explicit_max_input_len_above_max_seq_len_is_clipped_with_a_warning(make_workspace, tiny_models):
+    ws = make_workspace()
+    ws.add_model("m", tiny_models[0], ENGINES)
+    loaded = load(ws)
+    (warning,) = loaded.warnings
+    assert "[engine.clipped]: max_input_len: " in warning and "max_input_len (4096)" in warning
+    assert "max_seq_len (2048, from the model config)" in warning and "clips it to 2048" in warning
+    assert build_config_of(loaded, "models/m:clipped")["max_input_len"] == 2048
+
+
+@pytest.mark.parametrize("scaling, max_seq_len", [
+    ({"type": "linear", "factor": 2.0}, 4096),
+    ({"rope_type": "dynamic", "factor": 1.5}, 3072),
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 2048}, 2048),  # llama3 scaling does not lengthen the sequence
+])
+def test_rope_scaling_enters_the_published_max_seq_len(scaling, max_seq_len, make_workspace, tiny_models,
+                                                        tmp_path):
+    ws = make_workspace()
+    ws.add_model("r", rope_model(tiny_models, tmp_path, scaling), ROPE)
+    build = build_config_of(load(ws), "models/r:rope")
+    assert build["max_seq_len"] == max_seq_len and build["max_input_len"] == 1024
+
+
+def test_published_build_config_is_what_the_stand_in_writes(make_workspace, tiny_models, tmp_path):
+    """The engine kind's facts and the CPU trtllm-build run the same functions: equal build_config."""
+    ws = make_workspace()
+    ws.add_model("m", tiny_models[0], ENGINES)
+    ws.add_model("r", rope_model(tiny_models, tmp_path, {"type": "linear", "factor": 2.0}), ROPE)
+    loaded = load(ws)
+    ws.doit()
+    for address in ("models/m:seq512", "models/m:clipped", "models/m:tokens", "models/r:rope"):
+        directory, name = address.split(":")
+        written = json.loads((ws.root / "dist" / directory / name / "config.json").read_text())["build_config"]
+        assert written == build_config_of(loaded, address), address
+    assert build_config_of(loaded, "models/r:rope")["max_seq_len"] == 4096
+    assert build_config_of(loaded, "models/m:tokens")["max_num_tokens"] == 64  # raised to tokens_per_block
+
+
 GPU = {
     "tp x pp above the host's GPUs": dict(
         checkpoint="tp_size = 2", pyproject="[tool.llmbuild.host]\ngpus = 1",

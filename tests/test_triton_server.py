@@ -219,8 +219,8 @@ def test_concurrent_callers_build_once_and_incomplete_dirs_are_rebuilt(tmp_path:
         time.sleep(0.5)
         (target / install.MARKER).write_text("{}")
 
-    monkeypatch.setattr(cpu_env, "_build", fake_build)
-    monkeypatch.setattr(cpu_env, "_locate", lambda root: root)
+    monkeypatch.setattr(install, "_build", fake_build)
+    monkeypatch.setattr(install, "_locate", lambda root: root)
 
     # a half-built directory (no marker) from a killed run
     half = tmp_path / f"triton-cpu-{install.recipe_hash()}"

@@ -7,6 +7,7 @@ Field names are trtllm-build's flags. Plugin fields take a dtype (`"float16"`,
 from __future__ import annotations
 
 import json
+from argparse import Namespace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from ..core.steps import OUT, PathArg, Plan, Step
 from ..core.target import FieldGroup, Kind, Ref, Source, ToolFields, register
 from ..toolchains.trtllm import flags
+from ..toolchains.trtllm.build_config import BuildConfigError, build_config, hf_rotary_scaling
 from ..toolchains.trtllm.command import flag_args
 
 TOOL = "trtllm-build"
@@ -34,8 +36,10 @@ class Lora(FieldGroup):
 class EngineFields(ToolFields):
     checkpoint: Annotated[str, Ref("checkpoint")] = Field(description="The checkpoint target to build from.")
     max_batch_size: PositiveInt | None = None
-    max_input_len: PositiveInt | None = None
-    max_seq_len: PositiveInt | None = Field(None, description="Default: the model's max_position_embeddings.")
+    max_input_len: PositiveInt | None = Field(
+        None, description="Longest prompt; trtllm-build clips it to max_seq_len (default 1024).")
+    max_seq_len: PositiveInt | None = Field(
+        None, description="Default: the model's max_position_embeddings times its rotary scaling factor.")
     max_num_tokens: PositiveInt | None = None
     opt_num_tokens: PositiveInt | None = None
     max_beam_width: PositiveInt | None = None
@@ -73,8 +77,6 @@ class EngineFields(ToolFields):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.max_input_len and self.max_seq_len and self.max_input_len > self.max_seq_len:
-            raise ValueError(f"max_input_len ({self.max_input_len}) must be <= max_seq_len ({self.max_seq_len})")
         if self.multiple_profiles and self.opt_num_tokens:
             raise ValueError("multiple_profiles cannot be combined with opt_num_tokens (trtllm-build refuses it)")
         if self.gather_context_logits and (self.max_draft_len or 0) > 0:
@@ -112,58 +114,53 @@ class Engine(Kind):
             values["lora_ckpt_source"] = f.lora.ckpt_source
         return values
 
+    def _argv(self, target, ws) -> tuple[list, dict[str, Any], Namespace]:
+        """(argv, {flag: value} passed, the namespace trtllm-build of this version parses it to)."""
+        f: EngineFields = target.fields
+        version = ws.toolchain_for(target).trtllm_version
+        io: list = ["--checkpoint_dir", PathArg("dep", "checkpoint"), "--output_dir", OUT]
+        if f.lora and f.lora.dirs:
+            io += ["--lora_dir", *(PathArg("source", f"lora.dirs.{i}") for i in range(len(f.lora.dirs)))]
+        try:
+            args, passed = flag_args(TOOL, version, self._values(target, ws))
+            argv = io + args
+            parsed = flags.parse_argv(TOOL, version, [a if isinstance(a, str) else "PATH" for a in argv])
+        except flags.FlagError as err:
+            raise target.error(str(err)) from None
+        return argv, passed, parsed
+
     def facts(self, target, ws):
-        """The engine's config.json as declared (version defaults filled in), so a repository
-        can be generated and checked before the engine exists; and where its tokenizer is."""
+        """The engine's config.json as trtllm-build will write it for this argv (the same
+        model the CPU stand-in builds with), so a repository can be generated and checked
+        before the engine exists; and where its tokenizer is."""
         version = ws.toolchain_for(target).trtllm_version
         checkpoint = ws.facts(target.dep("checkpoint"))
-        declared = self._values(target, ws)
-
-        def effective(flag: str) -> Any:
-            value = declared.get(flag)
-            return flags.default(TOOL, version, flag) if value is None else value
-
-        def enabled(flag: str) -> bool:
-            return effective(flag) in (True, "enable")
-
-        gather_all = declared["gather_all_token_logits"]
-        lora = target.fields.lora
+        model = checkpoint["model"]
+        pretrained = {
+            "architecture": (model.get("architectures") or [None])[0],
+            "dtype": checkpoint["dtype"],
+            "mapping": {"world_size": checkpoint["world_size"], "tp_size": checkpoint["tp_size"],
+                        "pp_size": checkpoint["pp_size"]},
+            "max_position_embeddings": model.get("max_position_embeddings"),
+            "rotary_scaling": hf_rotary_scaling(model),
+        }
+        try:
+            build = build_config(self._argv(target, ws)[2], version, pretrained, [], model_known=bool(model))
+        except BuildConfigError as err:
+            raise target.error(str(err)) from None
         return {
             "tokenizer_dir": checkpoint["source_dir"],
             "world_size": checkpoint["world_size"],
-            "config": {
-                "version": version,
-                "pretrained_config": {
-                    "dtype": checkpoint["dtype"],
-                    "mapping": {"world_size": checkpoint["world_size"], "tp_size": checkpoint["tp_size"],
-                                "pp_size": checkpoint["pp_size"]}},
-                "build_config": {
-                    "max_batch_size": effective("max_batch_size"),
-                    "max_input_len": effective("max_input_len"),
-                    "max_seq_len": declared.get("max_seq_len")
-                    or checkpoint["model"].get("max_position_embeddings"),
-                    "max_beam_width": effective("max_beam_width"),
-                    "max_num_tokens": effective("max_num_tokens"),
-                    "kv_cache_type": (declared.get("kv_cache_type") or "paged").upper(),
-                    "gather_context_logits": bool(declared["gather_context_logits"] or gather_all),
-                    "gather_generation_logits": bool(declared["gather_generation_logits"] or gather_all),
-                    "plugin_config": {"use_paged_context_fmha": enabled("use_paged_context_fmha"),
-                                      "gpt_attention_plugin": effective("gpt_attention_plugin"),
-                                      "remove_input_padding": enabled("remove_input_padding"),
-                                      "lora_plugin": declared.get("lora_plugin")},
-                    "lora_config": None if lora is None else {
-                        "max_lora_rank": lora.max_rank, "lora_target_modules": lora.target_modules},
-                },
-            },
+            "config": {"version": version, "pretrained_config": pretrained, "build_config": build},
         }
 
     def check(self, target, ws):
         f: EngineFields = target.fields
         build = ws.facts(target)["config"]["build_config"]
-        if build["max_seq_len"] and build["max_input_len"] > build["max_seq_len"]:
-            raise target.error(f"max_input_len ({build['max_input_len']}) exceeds max_seq_len "
-                               f"({build['max_seq_len']}{'' if f.max_seq_len else ', the model max_position_embeddings'})",
-                               key="max_input_len")
+        if f.max_input_len and build["max_seq_len"] and f.max_input_len > build["max_seq_len"]:
+            target.warn(ws, f"max_input_len ({f.max_input_len}) is larger than max_seq_len "
+                        f"({build['max_seq_len']}{'' if f.max_seq_len else ', from the model config'}); "
+                        f"trtllm-build clips it to {build['max_seq_len']}", key="max_input_len")
         if f.lora and f.lora.dirs:
             for index in range(len(f.lora.dirs)):
                 check_adapter(target, target.sources[f"lora.dirs.{index}"], f.lora,
@@ -173,17 +170,8 @@ class Engine(Kind):
             estimate_memory(target, ws)
 
     def plan(self, target, ws):
-        f: EngineFields = target.fields
-        version = ws.toolchain_for(target).trtllm_version
-        io: list = ["--checkpoint_dir", PathArg("dep", "checkpoint"), "--output_dir", OUT]
-        if f.lora and f.lora.dirs:
-            io += ["--lora_dir", *(PathArg("source", f"lora.dirs.{i}") for i in range(len(f.lora.dirs)))]
-        try:
-            args, passed = flag_args(TOOL, version, self._values(target, ws))
-            step = Step(TOOL, tuple(io + args), gpus=ws.facts(target.dep("checkpoint"))["world_size"])
-            flags.parse_argv(TOOL, version, [a if isinstance(a, str) else "PATH" for a in step.argv])
-        except flags.FlagError as err:
-            raise target.error(str(err)) from None
+        argv, passed, _ = self._argv(target, ws)
+        step = Step(TOOL, tuple(argv), gpus=ws.facts(target.dep("checkpoint"))["world_size"])
         return Plan(params=passed, steps=(step,), extra_identity=ws.toolchain_for(target).device_identity())
 
 

@@ -19,6 +19,8 @@ CPU_SOURCES = Path(__file__).parent / "cpu"
 #: The CPU Triton server and its install: they serve and build nothing, so they are not part
 #: of the stand-ins' identity (a change to them must not rebuild checkpoints and engines).
 SERVING_SOURCES = ("server.py", "install.py")
+#: trtllm-build's configuration model, which the trtllm-build stand-in writes config.json with.
+BUILD_CONFIG_SOURCE = Path(__file__).parent / "trtllm" / "build_config.py"
 
 
 class CpuToolchain(Toolchain):
@@ -26,7 +28,7 @@ class CpuToolchain(Toolchain):
 
     def _identity(self) -> dict[str, Any]:
         sources = [p for p in CPU_SOURCES.glob("*.py") if p.name not in SERVING_SOURCES]
-        return {"implementation": code_digest(*sources)}
+        return {"implementation": code_digest(*sources, BUILD_CONFIG_SOURCE)}
 
     def serving_unavailable(self) -> str | None:
         return None
