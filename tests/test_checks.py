@@ -59,22 +59,39 @@ CHECKS = {
     # runtime parameters that need build-time features
     "kv cache reuse needs paged context fmha": dict(
         engine="use_paged_context_fmha = false", repository="enable_kv_cache_reuse = true",
-        expect=["[repository.repository]", "enable_kv_cache_reuse", "use_paged_context_fmha", "models/m:engine"]),
+        expect=["models/m/BUILD.toml: [repository.repository]: enable_kv_cache_reuse: ", "use_paged_context_fmha",
+                "models/m:engine"]),
     "chunked context needs paged context fmha": dict(
         engine="use_paged_context_fmha = false", repository="enable_chunked_context = true",
-        expect=["enable_chunked_context", "use_paged_context_fmha"]),
+        expect=["[repository.repository]: enable_chunked_context: ", "use_paged_context_fmha"]),
     "in-flight batching needs a paged kv cache": dict(
         engine='kv_cache_type = "continuous"',
-        expect=["[repository.repository]", "inflight_fused_batching", "paged KV cache", "models/m:engine"]),
+        expect=["[repository.repository]: batching_strategy: ", "inflight_fused_batching", "paged KV cache",
+                "models/m:engine"]),
     "in-flight batching needs packed input": dict(
         engine="remove_input_padding = false", expect=["inflight_fused_batching", "--remove_input_padding"]),
     "in-flight batching needs the attention plugin": dict(
         engine='gpt_attention_plugin = "disable"', expect=["inflight_fused_batching", "--gpt_attention_plugin"]),
     # Triton limits against the engine's
     "triton batch above the engine's": dict(
-        repository="triton_max_batch_size = 16", expect=["triton_max_batch_size 16", "max_batch_size=4"]),
+        repository="triton_max_batch_size = 16",
+        expect=["[repository.repository]: triton_max_batch_size: ", "triton_max_batch_size 16", "max_batch_size=4",
+                "(engine models/m:engine)"]),
     "attention window above max_seq_len": dict(
-        repository="max_attention_window_size = 200", expect=["max_attention_window_size", "max_seq_len=96"]),
+        repository="max_attention_window_size = 200",
+        expect=["[repository.repository]: max_attention_window_size: ", "max_seq_len=96"]),
+    # Triton knobs out of their range: refused by the field itself, naming the repository
+    "kv cache fraction above 1": dict(
+        repository="kv_cache_free_gpu_mem_fraction = 1.5",
+        expect=["models/m/BUILD.toml: [repository.repository]: kv_cache_free_gpu_mem_fraction: ",
+                "less than or equal to 1", "1.5"], absent=["[engine.engine]", "models/m:engine"]),
+    "negative queue delay": dict(
+        repository="max_queue_delay_microseconds = -1",
+        expect=["models/m/BUILD.toml: [repository.repository]: max_queue_delay_microseconds: ",
+                "greater than or equal to 0"], absent=["[engine.engine]", "models/m:engine"]),
+    "unknown tensorrt_llm parameter": dict(
+        repository="extra_parameters = { kv_cache_onboard_block = true }",
+        expect=["[repository.repository]: extra_parameters: ", "did you mean 'kv_cache_onboard_blocks'"]),
     "smoke max_tokens beyond max_seq_len": dict(
         whole=PIPELINE.format(checkpoint="", engine="", repository="", smoke="").replace(
             "max_tokens = 20", "max_tokens = 100"),
@@ -109,6 +126,7 @@ CHECKS = {
 def test_cpu_lane_check(case, make_workspace, tiny_models):
     spec = dict(CHECKS[case])
     expect = spec.pop("expect")
+    absent = spec.pop("absent", [])
     files = spec.pop("make", {})
     adapter_spec = spec.pop("adapter", None)
     ws = workspace(make_workspace, tiny_models, **spec)
@@ -122,6 +140,8 @@ def test_cpu_lane_check(case, make_workspace, tiny_models):
     assert "\n" not in message
     for fragment in expect:
         assert fragment in message, f"{fragment!r} not in {message!r}"
+    for fragment in absent:
+        assert fragment not in message, f"{fragment!r} in {message!r}"
 
 
 # -- trtllm-build's configuration: one model for the engine kind and the CPU stand-in ----------------

@@ -9,53 +9,35 @@ regenerates the repository in seconds and never touches checkpoint or engine.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import Field, create_model
+from pydantic import Field
 
 from ..core.digests import code_digest
 from ..core.steps import Plan
 from ..core.target import Kind, Ref, Source, TargetFields, register
-from ..triton.configs import RepositoryError, ServingOptions, build_configs
+from ..triton.build import build_configs
+from ..triton.options import ServingOptions
 from ..triton.repository import CPU_RUNTIME_SOURCE, checked_tokenizer_files, write_repository
+from ..triton.wiring import RepositoryError
 
 TRITON_CODE = Path(__file__).resolve().parent.parent / "triton"
-
-# Every ServingOptions knob is a field of the same name (one source of truth for the knobs),
-# with llama.md's choice of returning only new tokens.
-_DEFAULTS = {"exclude_input_in_output": True}
-_HINTS = typing.get_type_hints(ServingOptions)
+#: The generator is that code, the backend's tables it reads, and how it reads the engine's config.json.
+GENERATOR = (TRITON_CODE, *sorted((TRITON_CODE / "backend").glob("*.json")),
+             TRITON_CODE.parent / "toolchains" / "trtllm" / "build_config.py")
 
 
-def _serving_field(option: dataclasses.Field) -> tuple[Any, Any]:
-    if option.name == "extra_parameters":
-        return (dict[str, str | int | float | bool],
-                Field(default_factory=dict, description="Any other tensorrt_llm model parameter."))
-    return _HINTS[option.name], Field(_DEFAULTS.get(option.name, option.default))
+class RepositoryFields(TargetFields, ServingOptions):
+    """A Triton model repository for an engine; the other fields are the Triton knobs."""
 
-
-_SERVING_FIELDS = {option.name: _serving_field(option) for option in dataclasses.fields(ServingOptions)}
-
-RepositoryFields = create_model(
-    "RepositoryFields",
-    __base__=TargetFields,
-    __doc__="A Triton model repository for an engine; the other fields are the Triton knobs.",
-    engine=(Annotated[str, Ref("engine")], Field(description="The engine target to serve.")),
-    tokenizer=(Annotated[str | None, Source()],
-               Field(None, description="Tokenizer directory (default: the checkpoint's source).")),
-    **_SERVING_FIELDS,
-)
-
-
-def serving_options(fields) -> ServingOptions:
-    values = {name: getattr(fields, name) for name in _SERVING_FIELDS}
-    values["extra_parameters"] = {k: (str(v).lower() if isinstance(v, bool) else str(v))
-                                  for k, v in fields.extra_parameters.items()}
-    return ServingOptions(**values)
+    engine: Annotated[str, Ref("engine")] = Field(description="The engine target to serve.")
+    tokenizer: Annotated[str | None, Source()] = Field(
+        None, description="Tokenizer directory (default: the checkpoint's source).")
+    exclude_input_in_output: bool | None = Field(
+        True, description="tensorrt_llm exclude_input_in_output: answers hold only the new tokens "
+                          "(llama.md's choice).")
 
 
 def check_tokenizer(target, ws) -> None:
@@ -102,18 +84,18 @@ class Repository(Kind):
 
     def _configs(self, target, ws, engine_config: dict):
         try:
-            return build_configs(serving_options(target.fields), engine_config, lane=ws.settings.lane)
+            return build_configs(target.fields, engine_config, lane=ws.settings.lane)
         except RepositoryError as err:
             engine = target.dep("engine")
-            raise target.error(f"{err.message} (engine {engine.address})") from None
+            raise target.error(f"{err.message} (engine {engine.address})", key=err.key) from None
 
     def check(self, target, ws):
         self._configs(target, ws, ws.facts(target.dep("engine"))["config"])
         check_tokenizer(target, ws)
 
     def plan(self, target, ws):
-        options = dataclasses.asdict(serving_options(target.fields))
-        code = [TRITON_CODE] + ([CPU_RUNTIME_SOURCE] if ws.settings.lane == "cpu" else [])
+        options = target.fields.model_dump(include=set(ServingOptions.model_fields))
+        code = GENERATOR + ((CPU_RUNTIME_SOURCE,) if ws.settings.lane == "cpu" else ())
         return Plan(params={"lane": ws.settings.lane, "serving": options},
                     extra_identity={"generator": code_digest(*code)})
 
