@@ -59,22 +59,39 @@ CHECKS = {
     # runtime parameters that need build-time features
     "kv cache reuse needs paged context fmha": dict(
         engine="use_paged_context_fmha = false", repository="enable_kv_cache_reuse = true",
-        expect=["[repository.repository]", "enable_kv_cache_reuse", "use_paged_context_fmha", "models/m:engine"]),
+        expect=["models/m/BUILD.toml: [repository.repository]: enable_kv_cache_reuse: ", "use_paged_context_fmha",
+                "models/m:engine"]),
     "chunked context needs paged context fmha": dict(
         engine="use_paged_context_fmha = false", repository="enable_chunked_context = true",
-        expect=["enable_chunked_context", "use_paged_context_fmha"]),
+        expect=["[repository.repository]: enable_chunked_context: ", "use_paged_context_fmha"]),
     "in-flight batching needs a paged kv cache": dict(
         engine='kv_cache_type = "continuous"',
-        expect=["[repository.repository]", "inflight_fused_batching", "paged KV cache", "models/m:engine"]),
+        expect=["[repository.repository]: batching_strategy: ", "inflight_fused_batching", "paged KV cache",
+                "models/m:engine"]),
     "in-flight batching needs packed input": dict(
         engine="remove_input_padding = false", expect=["inflight_fused_batching", "--remove_input_padding"]),
     "in-flight batching needs the attention plugin": dict(
         engine='gpt_attention_plugin = "disable"', expect=["inflight_fused_batching", "--gpt_attention_plugin"]),
     # Triton limits against the engine's
     "triton batch above the engine's": dict(
-        repository="triton_max_batch_size = 16", expect=["triton_max_batch_size 16", "max_batch_size=4"]),
+        repository="triton_max_batch_size = 16",
+        expect=["[repository.repository]: triton_max_batch_size: ", "triton_max_batch_size 16", "max_batch_size=4",
+                "(engine models/m:engine)"]),
     "attention window above max_seq_len": dict(
-        repository="max_attention_window_size = 200", expect=["max_attention_window_size", "max_seq_len=96"]),
+        repository="max_attention_window_size = 200",
+        expect=["[repository.repository]: max_attention_window_size: ", "max_seq_len=96"]),
+    # Triton knobs out of their range: refused by the field itself, naming the repository
+    "kv cache fraction above 1": dict(
+        repository="kv_cache_free_gpu_mem_fraction = 1.5",
+        expect=["models/m/BUILD.toml: [repository.repository]: kv_cache_free_gpu_mem_fraction: ",
+                "less than or equal to 1", "1.5"], absent=["[engine.engine]", "models/m:engine"]),
+    "negative queue delay": dict(
+        repository="max_queue_delay_microseconds = -1",
+        expect=["models/m/BUILD.toml: [repository.repository]: max_queue_delay_microseconds: ",
+                "greater than or equal to 0"], absent=["[engine.engine]", "models/m:engine"]),
+    "unknown tensorrt_llm parameter": dict(
+        repository="extra_parameters = { kv_cache_onboard_block = true }",
+        expect=["[repository.repository]: extra_parameters: ", "did you mean 'kv_cache_onboard_blocks'"]),
     "smoke max_tokens beyond max_seq_len": dict(
         whole=PIPELINE.format(checkpoint="", engine="", repository="", smoke="").replace(
             "max_tokens = 20", "max_tokens = 100"),
@@ -109,6 +126,7 @@ CHECKS = {
 def test_cpu_lane_check(case, make_workspace, tiny_models):
     spec = dict(CHECKS[case])
     expect = spec.pop("expect")
+    absent = spec.pop("absent", [])
     files = spec.pop("make", {})
     adapter_spec = spec.pop("adapter", None)
     ws = workspace(make_workspace, tiny_models, **spec)
@@ -122,6 +140,113 @@ def test_cpu_lane_check(case, make_workspace, tiny_models):
     assert "\n" not in message
     for fragment in expect:
         assert fragment in message, f"{fragment!r} not in {message!r}"
+    for fragment in absent:
+        assert fragment not in message, f"{fragment!r} in {message!r}"
+
+
+# -- trtllm-build's configuration: one model for the engine kind and the CPU stand-in ----------------
+
+SEQ512 = """\
+[checkpoint.checkpoint]
+source = "hf"
+
+[engine.seq512]
+checkpoint = ":checkpoint"
+max_batch_size = 2
+max_seq_len = 512
+
+[repository.repository]
+engine = ":seq512"
+"""
+ENGINES = SEQ512 + """
+[engine.clipped]
+checkpoint = ":checkpoint"
+max_batch_size = 2
+max_input_len = 4096
+kv_cache_type = "continuous"
+remove_input_padding = false
+
+[engine.tokens]
+checkpoint = ":checkpoint"
+max_batch_size = 2
+max_seq_len = 100
+max_num_tokens = 16
+"""
+ROPE = """\
+[checkpoint.checkpoint]
+source = "hf"
+
+[engine.rope]
+checkpoint = ":checkpoint"
+max_batch_size = 2
+"""
+
+
+def rope_model(tiny_models, tmp_path, scaling: dict):
+    """The tiny Llama with `rope_scaling` in its config.json."""
+    import shutil
+
+    hf = tmp_path / "rope-hf"
+    shutil.copytree(tiny_models[0], hf)
+    config = json.loads((hf / "config.json").read_text())
+    (hf / "config.json").write_text(json.dumps({**config, "rope_scaling": scaling}))
+    return hf
+
+
+def build_config_of(loaded, address: str) -> dict:
+    return loaded.facts(loaded.target(address))["config"]["build_config"]
+
+
+def test_max_seq_len_alone_clips_the_default_max_input_len(make_workspace, tiny_models):
+    """trtllm-build clips max_input_len (default 1024) to a smaller max_seq_len instead of failing."""
+    ws = make_workspace()
+    ws.add_model("m", tiny_models[0], SEQ512)
+    loaded = load(ws)
+    assert loaded.warnings == []  # the default max_input_len is clipped quietly
+    build = build_config_of(loaded, "models/m:seq512")
+    assert (build["max_seq_len"], build["max_input_len"]) == (512, 512)
+    assert loaded.facts(loaded.target("models/m:repository"))["max_input_len"] == 512
+    (step,) = loaded.plan(loaded.target("models/m:seq512")).steps
+    assert "--max_seq_len" in step.argv and "--max_input_len" not in step.argv
+
+
+def test_an_explicit_max_input_len_above_max_seq_len_is_clipped_with_a_warning(make_workspace, tiny_models):
+    ws = make_workspace()
+    ws.add_model("m", tiny_models[0], ENGINES)
+    loaded = load(ws)
+    (warning,) = loaded.warnings
+    assert "[engine.clipped]: max_input_len: " in warning and "max_input_len (4096)" in warning
+    assert "max_seq_len (2048, from the model config)" in warning and "clips it to 2048" in warning
+    assert build_config_of(loaded, "models/m:clipped")["max_input_len"] == 2048
+
+
+@pytest.mark.parametrize("scaling, max_seq_len", [
+    ({"type": "linear", "factor": 2.0}, 4096),
+    ({"rope_type": "dynamic", "factor": 1.5}, 3072),
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 2048}, 2048),  # llama3 scaling does not lengthen the sequence
+])
+def test_rope_scaling_enters_the_published_max_seq_len(scaling, max_seq_len, make_workspace, tiny_models,
+                                                        tmp_path):
+    ws = make_workspace()
+    ws.add_model("r", rope_model(tiny_models, tmp_path, scaling), ROPE)
+    build = build_config_of(load(ws), "models/r:rope")
+    assert build["max_seq_len"] == max_seq_len and build["max_input_len"] == 1024
+
+
+def test_published_build_config_is_what_the_stand_in_writes(make_workspace, tiny_models, tmp_path):
+    """The engine kind's facts and the CPU trtllm-build run the same functions: equal build_config."""
+    ws = make_workspace()
+    ws.add_model("m", tiny_models[0], ENGINES)
+    ws.add_model("r", rope_model(tiny_models, tmp_path, {"type": "linear", "factor": 2.0}), ROPE)
+    loaded = load(ws)
+    ws.doit()
+    for address in ("models/m:seq512", "models/m:clipped", "models/m:tokens", "models/r:rope"):
+        directory, name = address.split(":")
+        written = json.loads((ws.root / "dist" / directory / name / "config.json").read_text())["build_config"]
+        assert written == build_config_of(loaded, address), address
+    assert build_config_of(loaded, "models/r:rope")["max_seq_len"] == 4096
+    assert build_config_of(loaded, "models/m:tokens")["max_num_tokens"] == 64  # raised to tokens_per_block
 
 
 GPU = {

@@ -29,8 +29,6 @@ CASES = {
                                  ["[checkpoint.checkpoint]", "tp_size", "does not divide", "4 attention heads"]),
     "pp exceeds layers": (GOOD.replace('source = "hf"', 'source = "hf"\npp_size = 3'),
                           ["[checkpoint.checkpoint]", "pp_size", "2 layers"]),
-    "input longer than sequence": (GOOD + "max_input_len = 4096\n",
-                                   ["[engine.engine]", "max_input_len", "max_seq_len"]),
     "missing source": (GOOD.replace('"hf"', '"nothere"'),
                        ["[checkpoint.checkpoint]", "source", "does not exist"]),
     "escaping source": (GOOD.replace('"hf"', '"../../../../etc"'),

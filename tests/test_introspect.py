@@ -207,7 +207,7 @@ def test_valid_buildfile_with_defaults(jsonschema, schema):
         [repository.serve]
         engine = ":tp2.fp8"
         kv_cache_free_gpu_mem_fraction = 0.9
-        extra_parameters = { custom = 1, flag = true }
+        extra_parameters = { sink_token_length = 1, normalize_log_probs = true }
 
         [smoke.generate]
         repository = ":serve"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llmbuild.triton.configs import ModelConfig
+from llmbuild.triton.build import ModelConfig
 
 pytestmark = pytest.mark.slow
 

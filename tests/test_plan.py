@@ -88,7 +88,7 @@ def test_render_mixtral_repository_for_two_gpus(tmp_path):
     """The repository a user would deploy, from the engine's declared settings, nothing built."""
     from google.protobuf import text_format
 
-    from llmbuild.triton.configs import ModelConfig
+    from llmbuild.triton.build import ModelConfig
 
     out = tmp_path / "review"
     subprocess.run([sys.executable, "-m", "llmbuild", "render", "models/mixtral-8x7b:serve", "--out", str(out),

@@ -22,23 +22,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TOOLCHAINS
+from pydantic import ValidationError
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from llmbuild.triton import backend
 from llmbuild.triton import repository as repo_mod
-from llmbuild.triton.configs import (
-    BACKEND_VERSION,
-    ENGINE_DIR,
-    MODEL_NAMES,
-    TOKENIZER_DIR,
-    RepositoryError,
-    ServingOptions,
-    build_configs,
-    check_wiring,
-    tensorrt_llm_parameter_keys,
-    to_pbtxt,
-)
+from llmbuild.triton.backend import BACKEND_VERSION, MODEL_NAMES
+from llmbuild.triton.build import ENGINE_DIR, TOKENIZER_DIR, build_configs, to_pbtxt
+from llmbuild.triton.options import ServingOptions
 from llmbuild.triton.repository import write_repository
+from llmbuild.triton.wiring import RepositoryError, check_wiring
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_HF = REPO_ROOT / "models" / "tiny-llama" / "hf"
@@ -136,6 +130,45 @@ def test_interface_matches_the_backend():
     assert [(g.count, g.kind) for g in llm.instance_group] == [(1, mc.ModelInstanceGroup.KIND_CPU)]
 
 
+def test_configs_are_the_backend_tables():
+    """Every tensor, step and parameter of the built configs is the one backend/v0.16.0.json records,
+    and the table names the upstream template each model was transcribed from."""
+    table = backend.interface()
+    assert table["version"] == BACKEND_VERSION
+    assert table["source"].startswith("triton-inference-server/tensorrtllm_backend@") and "v0.16.0" in table["source"]
+
+    def spec(t) -> tuple:
+        return (t.name, mc.DataType.Name(t.data_type), list(t.dims), getattr(t, "optional", False),
+                getattr(t, "allow_ragged_batch", False), t.HasField("reshape"))
+
+    def recorded(entry) -> tuple:
+        dtype = entry["data_type"]
+        if dtype.startswith("${"):
+            dtype = table["defaults"]["values"][dtype[2:-1]]
+        return (entry["name"], dtype, entry["dims"], entry.get("optional", False),
+                entry.get("allow_ragged_batch", False), "reshape" in entry)
+
+    for lane in ("cpu", "gpu"):
+        configs = _configs(lane)
+        assert tuple(configs) == tuple(table["models"])
+        for name, cfg in configs.items():
+            model = table["models"][name]
+            assert model["source"] == f"all_models/inflight_batcher_llm/{name}/config.pbtxt"
+            assert [spec(t) for t in cfg.input] == [recorded(e) for e in model["input"]], name
+            assert [spec(t) for t in cfg.output] == [recorded(e) for e in model["output"]], name
+            assert set(cfg.parameters) <= set(model["parameters"]), name
+            for key, value in model["parameters"].items():
+                if "${" not in value:  # what the backend ships is written as is
+                    assert cfg.parameters[key].string_value == value, (name, key)
+        steps = [(s.model_name, s.model_version, dict(s.input_map), dict(s.output_map))
+                 for s in configs["ensemble"].ensemble_scheduling.step]
+        assert steps == [(s["model_name"], s["model_version"], s["input_map"], s["output_map"])
+                         for s in table["models"]["ensemble"]["step"]]
+    assert configs["tensorrt_llm"].parameters["executor_worker_path"].string_value == \
+        "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker"
+    assert set(table["tensorrt_llm_parameter_types"]["types"]) == set(table["models"]["tensorrt_llm"]["parameters"])
+
+
 def test_engine_values_win():
     c = build_configs(ServingOptions(), _engine(max_batch_size=8, max_beam_width=2, max_seq_len=96), lane="gpu")
     llm = c["tensorrt_llm"]
@@ -197,11 +230,11 @@ def test_options_reach_the_parameters():
     assert c["tensorrt_llm_bls"].parameters["accumulate_tokens"].string_value == "true"
     assert c["preprocessing"].parameters["add_special_tokens"].string_value == "false"
     assert c["postprocessing"].parameters["skip_special_tokens"].string_value == "false"
-    assert set(p) <= tensorrt_llm_parameter_keys()
+    assert set(p) <= set(backend.tensorrt_llm_parameter_types())
 
 
 def test_parameter_keys_table():
-    keys = tensorrt_llm_parameter_keys()
+    keys = set(backend.tensorrt_llm_parameter_types())
     assert len(keys) == 37  # the v0.16 template
     assert {"gpt_model_type", "gpt_model_path", "kv_cache_free_gpu_mem_fraction", "cuda_graph_mode",
             "speculative_decoding_fast_logits", "participant_ids", "eagle_choices"} <= keys
@@ -276,8 +309,6 @@ def test_rejects_dtype_disagreement():
             t.data_type = mc.TYPE_FP16
     with pytest.raises(RepositoryError, match="context_logits"):
         check_wiring(c)
-    with pytest.raises(RepositoryError, match="logits_datatype TYPE_FP16 needs tensorrtllm_backend 0.17"):
-        _configs(logits_datatype="TYPE_FP16")
 
 
 def test_rejects_decoupled_disagreement():
@@ -310,35 +341,68 @@ def test_rejects_triton_batch_above_engine():
         _configs(triton_max_batch_size=64)
     msg = _one_line(e)
     assert "triton_max_batch_size 64" in msg and "the engine was built with max_batch_size=4" in msg
-    with pytest.raises(RepositoryError, match="triton_max_batch_size must be a positive integer"):
-        _configs(triton_max_batch_size=0)
+    assert e.value.key == "triton_max_batch_size"  # the option, so the repository target names its key
 
 
-def test_rejects_unknown_or_managed_extra_parameter():
-    with pytest.raises(RepositoryError) as e:
-        _configs(extra_parameters={"kv_cache_onboard_block": "true"})
-    msg = _one_line(e)
-    assert "'kv_cache_onboard_block'" in msg and "did you mean 'kv_cache_onboard_blocks'" in msg
-    with pytest.raises(RepositoryError, match="'gpt_model_path': set by the engine"):
-        _configs(extra_parameters={"gpt_model_path": "/x"})
-    with pytest.raises(RepositoryError, match="'max_beam_width': set by the engine"):
-        _configs(extra_parameters={"max_beam_width": "4"})
-    with pytest.raises(RepositoryError, match="is not a boolean"):
-        _configs(extra_parameters={"normalize_log_probs": "yes"})
-    with pytest.raises(RepositoryError, match="unfilled placeholder"):
-        _configs(extra_parameters={"sink_token_length": "${sink_token_length}"})
-    with pytest.raises(RepositoryError, match="not one of top_k"):
-        _configs(extra_parameters={"decoding_mode": "greedy"})
+OPTION_REFUSALS = {
+    "kv cache fraction above 1": (dict(kv_cache_free_gpu_mem_fraction=1.5), "kv_cache_free_gpu_mem_fraction",
+                                  "less than or equal to 1"),
+    "kv cache fraction 0": (dict(kv_cache_free_gpu_mem_fraction=0.0), "kv_cache_free_gpu_mem_fraction",
+                            "greater than 0"),
+    "negative queue delay": (dict(max_queue_delay_microseconds=-1), "max_queue_delay_microseconds",
+                             "greater than or equal to 0"),
+    "instance count 0": (dict(bls_instance_count=0), "bls_instance_count", "greater than or equal to 1"),
+    "triton batch 0": (dict(triton_max_batch_size=0), "triton_max_batch_size", "greater than or equal to 1"),
+    "unknown batching strategy": (dict(batching_strategy="inflight"), "batching_strategy", "'V1'"),
+    "a string for a number": (dict(max_queue_size="7"), "max_queue_size", "valid integer"),
+    "fp16 logits": (dict(logits_datatype="TYPE_FP16"), "logits_datatype",
+                    "logits_datatype TYPE_FP16 needs tensorrtllm_backend 0.17"),
+    "gpu ids": (dict(gpu_device_ids="0;;1"), "gpu_device_ids", "should match pattern"),
+    "relative serve root": (dict(serve_root="models"), "serve_root", "should match pattern"),
+    "unknown key": (dict(max_batch_size=4), "max_batch_size", "Extra inputs are not permitted"),
+    "unknown parameter": (dict(extra_parameters={"kv_cache_onboard_block": "true"}), "extra_parameters",
+                          "'kv_cache_onboard_block' is not a tensorrtllm_backend 0.16.0 parameter "
+                          "(did you mean 'kv_cache_onboard_blocks'?)"),
+    "parameter from the engine": (dict(extra_parameters={"gpt_model_path": "/x"}), "extra_parameters",
+                                  "'gpt_model_path' is set by the engine"),
+    "parameter with a field": (dict(extra_parameters={"max_beam_width": "4"}), "extra_parameters",
+                               "'max_beam_width' is set by the engine's build_config.max_beam_width"),
+    "parameter the backend ships": (dict(extra_parameters={"FORCE_CPU_ONLY_INPUT_TENSORS": "yes"}),
+                                    "extra_parameters", "is 'no' as the backend ships it"),
+    "not a boolean": (dict(extra_parameters={"normalize_log_probs": "yes"}), "extra_parameters", "is not a boolean"),
+    "not an integer": (dict(extra_parameters={"sink_token_length": True}), "extra_parameters", "is not an integer"),
+    "placeholder": (dict(extra_parameters={"sink_token_length": "${sink_token_length}"}), "extra_parameters",
+                    "unfilled placeholder"),
+    "decoding mode": (dict(extra_parameters={"decoding_mode": "greedy"}), "extra_parameters", "not one of top_k"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OPTION_REFUSALS))
+def test_options_are_refused_by_their_field(case):
+    """Ranges, choices and parameter keys are constraints of the ServingOptions field itself."""
+    options, key, message = OPTION_REFUSALS[case]
+    with pytest.raises(ValidationError) as e:
+        ServingOptions(**options)
+    (error,) = e.value.errors()
+    assert error["loc"] == (key,) and message in error["msg"], error
+
+
+def test_extra_parameters_are_normalised_and_checked_against_the_template():
+    options = ServingOptions(extra_parameters={"normalize_log_probs": True, "kv_cache_onboard_blocks": "FALSE",
+                                               "sink_token_length": 4, "gpu_weights_percent": 0.5})
+    assert options.extra_parameters == {"normalize_log_probs": "true", "kv_cache_onboard_blocks": "false",
+                                        "sink_token_length": "4", "gpu_weights_percent": "0.5"}
     c = _configs()
     c["tensorrt_llm"].parameters["enable_trt_overlap"].string_value = "false"
     with pytest.raises(RepositoryError, match="parameter 'enable_trt_overlap' is not a tensorrtllm_backend 0.16.0"):
         check_wiring(c)
+    c = _configs()
+    c["postprocessing"].parameters["add_special_tokens"].string_value = "false"
+    with pytest.raises(RepositoryError, match="model 'postprocessing': parameter 'add_special_tokens' is not"):
+        check_wiring(c)
 
 
-def test_rejects_instance_count_zero():
-    with pytest.raises(RepositoryError) as e:
-        _configs(bls_instance_count=0)
-    assert "'tensorrt_llm_bls'" in _one_line(e) and "at least 1" in str(e.value)
+def test_rejects_instance_count_zero_in_the_configs():
     c = _configs()
     c["preprocessing"].instance_group[0].count = 0
     with pytest.raises(RepositoryError, match="model 'preprocessing': instance_group count must be at least 1"):
@@ -854,13 +918,13 @@ def tiny_engine(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def triton_env_e2e():
-    from llmbuild.triton.cpu_env import ensure_cpu_triton
+    from llmbuild.toolchains.cpu.install import ensure_cpu_triton
 
     return ensure_cpu_triton(TOOLCHAINS, progress=lambda line: None)
 
 
 def _serve(tmp_path_factory, tiny_engine, triton_env_e2e, **options):
-    from llmbuild.triton.server import TritonServer
+    from llmbuild.toolchains.cpu.server import TritonServer
 
     engine_config = json.loads((tiny_engine / "config.json").read_text())
     configs = build_configs(ServingOptions(**options), engine_config, lane="cpu")

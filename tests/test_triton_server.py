@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from conftest import TOOLCHAINS
 
-from llmbuild.triton import cpu_env
-from llmbuild.triton.cpu_env import TritonEnv, TritonEnvError, ensure_cpu_triton
-from llmbuild.triton.server import SHM_DIR, TritonServer, TritonStartError, port_is_free
+from llmbuild.toolchains.cpu import install
+from llmbuild.toolchains.cpu.install import TritonEnv, TritonEnvError, ensure_cpu_triton
+from llmbuild.toolchains.cpu.server import SHM_DIR, TritonServer, TritonStartError, port_is_free
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,7 +165,7 @@ def test_env_layout_and_launch_environment(triton_env: TritonEnv, monkeypatch):
     assert triton_env.version == "2.51.0"
     assert triton_env.tritonserver.is_file() and os.access(triton_env.tritonserver, os.X_OK)
     assert (triton_env.backend_dir / "python" / "triton_python_backend_stub").is_file()
-    assert (triton_env.root / cpu_env.MARKER).is_file()
+    assert (triton_env.root / install.MARKER).is_file()
     monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
     monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/other")
     env = triton_env.env()
@@ -191,16 +191,16 @@ def test_ensure_reuses_a_complete_install(triton_env: TritonEnv):
 
 
 def test_env_override_skips_installing(triton_env: TritonEnv, monkeypatch, tmp_path: Path):
-    monkeypatch.setenv(cpu_env.ENV_VAR, str(triton_env.root))
+    monkeypatch.setenv(install.ENV_VAR, str(triton_env.root))
     assert ensure_cpu_triton(tmp_path / "unused").tritonserver == triton_env.tritonserver
     assert not (tmp_path / "unused").exists()
-    monkeypatch.setenv(cpu_env.ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(install.ENV_VAR, str(tmp_path))
     with pytest.raises(TritonEnvError, match="not a CPU Triton environment"):
         ensure_cpu_triton(tmp_path / "unused")
 
 
 def test_missing_interpreter_fails_with_one_clear_line(tmp_path: Path, monkeypatch):
-    monkeypatch.delenv(cpu_env.ENV_VAR, raising=False)
+    monkeypatch.delenv(install.ENV_VAR, raising=False)
     with pytest.raises(TritonEnvError) as err:
         ensure_cpu_triton(tmp_path, base_python="/nonexistent/python3.11", progress=lambda _: None)
     assert "apt-get install" in str(err.value) and "python3.11-venv" in str(err.value)
@@ -209,7 +209,7 @@ def test_missing_interpreter_fails_with_one_clear_line(tmp_path: Path, monkeypat
 
 def test_concurrent_callers_build_once_and_incomplete_dirs_are_rebuilt(tmp_path: Path, monkeypatch):
     """The locking logic, with the slow pip install replaced by a fake build."""
-    monkeypatch.delenv(cpu_env.ENV_VAR, raising=False)
+    monkeypatch.delenv(install.ENV_VAR, raising=False)
     builds: list[Path] = []
 
     def fake_build(target: Path, *, base_python: str, progress) -> None:
@@ -217,13 +217,13 @@ def test_concurrent_callers_build_once_and_incomplete_dirs_are_rebuilt(tmp_path:
         target.mkdir(parents=True)
         builds.append(target)
         time.sleep(0.5)
-        (target / cpu_env.MARKER).write_text("{}")
+        (target / install.MARKER).write_text("{}")
 
-    monkeypatch.setattr(cpu_env, "_build", fake_build)
-    monkeypatch.setattr(cpu_env, "_locate", lambda root: root)
+    monkeypatch.setattr(install, "_build", fake_build)
+    monkeypatch.setattr(install, "_locate", lambda root: root)
 
     # a half-built directory (no marker) from a killed run
-    half = tmp_path / f"triton-cpu-{cpu_env.recipe_hash()}"
+    half = tmp_path / f"triton-cpu-{install.recipe_hash()}"
     (half / "venv").mkdir(parents=True)
 
     results: list = []
@@ -331,7 +331,7 @@ def test_a_taken_port_is_retried_once_with_new_ports(triton_env: TritonEnv, tmp_
     """Another process takes a picked port before tritonserver binds it (the race)."""
     import socket
 
-    from llmbuild.triton import server as server_mod
+    from llmbuild.toolchains.cpu import server as server_mod
 
     repo = tmp_path / "repository"
     write_model(repo, "echo", ECHO_MODEL)
@@ -361,8 +361,8 @@ def test_a_taken_port_is_retried_once_with_new_ports(triton_env: TritonEnv, tmp_
 OWNER_SCRIPT = """\
 import sys
 from pathlib import Path
-from llmbuild.triton.cpu_env import ensure_cpu_triton
-from llmbuild.triton.server import TritonServer
+from llmbuild.toolchains.cpu.install import ensure_cpu_triton
+from llmbuild.toolchains.cpu.server import TritonServer
 
 env = ensure_cpu_triton(Path(sys.argv[2]))
 with TritonServer(Path(sys.argv[1]), env, log_path=Path(sys.argv[3])) as server:

@@ -8,18 +8,20 @@ feature switches take booleans (written enable/disable).
 from __future__ import annotations
 
 import json
+from argparse import Namespace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
-from ..core.steps import OUT, PathArg, Plan, Step
 from ..core.context import KindContext
+from ..core.steps import OUT, PathArg, Plan, Step
 from ..core.target import FieldGroup, Flag, Kind, Ref, Source, flag_values, register
 from ..toolchains.subsystem import ToolFields
-from ._shared import check_gpus
 from ..toolchains.trtllm import flags
+from ..toolchains.trtllm.build_config import BuildConfigError, build_config, hf_rotary_scaling
 from ..toolchains.trtllm.command import flag_args
+from ._shared import check_gpus
 
 TOOL = "trtllm-build"
 PluginDtype = Literal["auto", "float16", "float32", "bfloat16", "int32", "disable"]
@@ -51,7 +53,8 @@ class EngineFields(ToolFields):
     max_batch_size: Annotated[PositiveInt | None, Flag("max_batch_size")] = Field(
         None, description="--max_batch_size: most sequences in one batch (default 2048; 256 before 0.14).")
     max_input_len: Annotated[PositiveInt | None, Flag("max_input_len")] = Field(
-        None, description="--max_input_len: longest prompt, in tokens (default 1024).")
+        None, description="--max_input_len: longest prompt, in tokens (default 1024); trtllm-build clips it "
+        "to max_seq_len.")
     max_seq_len: Annotated[PositiveInt | None, Flag("max_seq_len")] = Field(
         None, description="--max_seq_len: longest sequence, prompt plus generated tokens (default: the model's "
         "max_position_embeddings, times its rope scaling factor where it declares one, except for llama3, "
@@ -156,8 +159,6 @@ class EngineFields(ToolFields):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.max_input_len and self.max_seq_len and self.max_input_len > self.max_seq_len:
-            raise ValueError(f"max_input_len ({self.max_input_len}) must be <= max_seq_len ({self.max_seq_len})")
         if self.multiple_profiles and self.opt_num_tokens:
             raise ValueError("multiple_profiles cannot be combined with opt_num_tokens (trtllm-build refuses it)")
         if self.gather_context_logits and (self.max_draft_len or 0) > 0:
@@ -175,64 +176,59 @@ class Engine(Kind):
         """trtllm-build's flags, from the fields; an unset LoRA plugin takes the checkpoint's dtype."""
         return flag_values(ctx.fields, TOOL, derived={"lora.plugin": ctx.facts_of("checkpoint")["dtype"]})
 
+    def _argv(self, ctx) -> tuple[list, dict[str, Any], Namespace]:
+        """(argv, {flag: value} passed, the namespace trtllm-build of this version parses it to)."""
+        f: EngineFields = ctx.fields
+        version = ctx.toolchain.trtllm_version
+        io: list = ["--checkpoint_dir", PathArg("dep", "checkpoint"), "--output_dir", OUT]
+        if f.lora and f.lora.dirs:
+            io += ["--lora_dir", *(PathArg("source", f"lora.dirs.{i}") for i in range(len(f.lora.dirs)))]
+        try:
+            args, passed = flag_args(TOOL, version, self._values(ctx))
+            argv = io + args
+            parsed = flags.parse_argv(TOOL, version, [a if isinstance(a, str) else "PATH" for a in argv])
+        except flags.FlagError as err:
+            raise ctx.error(str(err)) from None
+        return argv, passed, parsed
+
     def facts(self, ctx):
-        """The engine's config.json as declared (version defaults filled in), so a repository
-        can be generated and checked before the engine exists; where its tokenizer is; and the
-        toolchain it is built with (an engine only loads in that TensorRT-LLM / TensorRT)."""
+        """The engine's config.json as trtllm-build will write it for this argv (the same model
+        the CPU stand-in builds with), so a repository can be generated and checked before the
+        engine exists; where its tokenizer is; and the toolchain that builds it (an engine only
+        loads in that TensorRT-LLM / TensorRT)."""
         toolchain = ctx.toolchain
         version = toolchain.trtllm_version
         checkpoint = ctx.facts_of("checkpoint")
-        declared = self._values(ctx)
-
-        def effective(flag: str) -> Any:
-            value = declared.get(flag)
-            return flags.default(TOOL, version, flag) if value is None else value
-
-        def enabled(flag: str) -> bool:
-            return effective(flag) in (True, "enable")
-
-        gather_all = declared["gather_all_token_logits"]
-        lora = ctx.fields.lora
+        model = checkpoint["model"]
+        pretrained = {
+            "architecture": (model.get("architectures") or [None])[0],
+            "dtype": checkpoint["dtype"],
+            "mapping": {"world_size": checkpoint["world_size"], "tp_size": checkpoint["tp_size"],
+                        "pp_size": checkpoint["pp_size"]},
+            "max_position_embeddings": model.get("max_position_embeddings"),
+            "rotary_scaling": hf_rotary_scaling(model),
+        }
+        try:
+            build = build_config(self._argv(ctx)[2], version, pretrained, [], model_known=bool(model))
+        except BuildConfigError as err:
+            raise ctx.error(str(err)) from None
         return {
             "tokenizer_dir": checkpoint["source_dir"],
             "world_size": checkpoint["world_size"],
             "built_with": {"trtllm_version": version,
                            "tensorrt_version": toolchain.device_identity().get("tensorrt_version"),
                            "container": str(ctx.dep("container").address) if ctx.has_dep("container") else None},
-            "config": {
-                "version": version,
-                "pretrained_config": {
-                    "dtype": checkpoint["dtype"],
-                    "mapping": {"world_size": checkpoint["world_size"], "tp_size": checkpoint["tp_size"],
-                                "pp_size": checkpoint["pp_size"]}},
-                "build_config": {
-                    "max_batch_size": effective("max_batch_size"),
-                    "max_input_len": effective("max_input_len"),
-                    "max_seq_len": declared.get("max_seq_len")
-                    or checkpoint["model"].get("max_position_embeddings"),
-                    "max_beam_width": effective("max_beam_width"),
-                    "max_num_tokens": effective("max_num_tokens"),
-                    "kv_cache_type": (declared.get("kv_cache_type") or "paged").upper(),
-                    "gather_context_logits": bool(declared["gather_context_logits"] or gather_all),
-                    "gather_generation_logits": bool(declared["gather_generation_logits"] or gather_all),
-                    "plugin_config": {"use_paged_context_fmha": enabled("use_paged_context_fmha"),
-                                      "gpt_attention_plugin": effective("gpt_attention_plugin"),
-                                      "remove_input_padding": enabled("remove_input_padding"),
-                                      "lora_plugin": declared.get("lora_plugin")},
-                    "lora_config": None if lora is None else {
-                        "max_lora_rank": lora.max_rank, "lora_target_modules": lora.target_modules},
-                },
-            },
+            "config": {"version": version, "pretrained_config": pretrained, "build_config": build},
         }
 
     def check(self, ctx):
         f: EngineFields = ctx.fields
         facts = ctx.own_facts()
         build = facts["config"]["build_config"]
-        if build["max_seq_len"] and build["max_input_len"] > build["max_seq_len"]:
-            raise ctx.error(f"max_input_len ({build['max_input_len']}) exceeds max_seq_len "
-                               f"({build['max_seq_len']}{'' if f.max_seq_len else ', the model max_position_embeddings'})",
-                               key="max_input_len")
+        if f.max_input_len and build["max_seq_len"] and f.max_input_len > build["max_seq_len"]:
+            ctx.warn(f"max_input_len ({f.max_input_len}) is larger than max_seq_len "
+                     f"({build['max_seq_len']}{'' if f.max_seq_len else ', from the model config'}); "
+                     f"trtllm-build clips it to {build['max_seq_len']}", key="max_input_len")
         if f.lora and f.lora.dirs:
             for index in range(len(f.lora.dirs)):
                 check_adapter(ctx, ctx.sources[f"lora.dirs.{index}"], f.lora, self._values(ctx)["lora_plugin"])
@@ -241,17 +237,8 @@ class Engine(Kind):
             estimate_memory(ctx)
 
     def plan(self, ctx):
-        f: EngineFields = ctx.fields
-        version = ctx.toolchain.trtllm_version
-        io: list = ["--checkpoint_dir", PathArg("dep", "checkpoint"), "--output_dir", OUT]
-        if f.lora and f.lora.dirs:
-            io += ["--lora_dir", *(PathArg("source", f"lora.dirs.{i}") for i in range(len(f.lora.dirs)))]
-        try:
-            args, passed = flag_args(TOOL, version, self._values(ctx))
-            step = Step(TOOL, tuple(io + args), gpus=ctx.facts_of("checkpoint")["world_size"])
-            flags.parse_argv(TOOL, version, [a if isinstance(a, str) else "PATH" for a in step.argv])
-        except flags.FlagError as err:
-            raise ctx.error(str(err)) from None
+        argv, passed, _ = self._argv(ctx)
+        step = Step(TOOL, tuple(argv), gpus=ctx.facts_of("checkpoint")["world_size"])
         return Plan(params=passed, steps=(step,), extra_identity=ctx.toolchain.device_identity())
 
 

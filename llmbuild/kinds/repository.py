@@ -9,97 +9,35 @@ regenerates the repository in seconds and never touches checkpoint or engine.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import Field, create_model
+from pydantic import Field
 
 from ..core.digests import code_digest
 from ..core.steps import Plan
 from ..core.target import Kind, Ref, Source, TargetFields, register
-from ..triton.configs import RepositoryError, ServingOptions, build_configs
+from ..triton.build import build_configs
+from ..triton.options import ServingOptions
 from ..triton.repository import CPU_RUNTIME_SOURCE, checked_tokenizer_files, write_repository
+from ..triton.wiring import RepositoryError
 
 TRITON_CODE = Path(__file__).resolve().parent.parent / "triton"
-
-# Every ServingOptions knob is a field of the same name (one source of truth for the knobs),
-# with llama.md's choice of returning only new tokens.
-_DEFAULTS = {"exclude_input_in_output": True}
-_HINTS = typing.get_type_hints(ServingOptions)
-_DESCRIPTIONS = {
-    "decoupled": "Stream answers: tensorrt_llm and tensorrt_llm_bls are decoupled models, as "
-    "/generate_stream and smoke `stream = true` need (default false).",
-    "entrypoint": "The model clients call: ensemble (preprocessing -> tensorrt_llm -> postprocessing) "
-    "or tensorrt_llm_bls (default ensemble).",
-    "max_queue_delay_microseconds": "Dynamic batching: how long a request may wait for others to "
-    "batch with (default 0).",
-    "max_queue_size": "Requests queued before new ones are refused (default 0: no limit).",
-    "batching_strategy": "tensorrt_llm gpt_model_type: inflight_fused_batching (default), "
-    "inflight_batching or V1 (static batching). In-flight batching needs an engine with a paged KV "
-    "cache, the attention plugin and remove_input_padding.",
-    "batch_scheduler_policy": "guaranteed_no_evict (the backend's default: a started request keeps its "
-    "KV cache) or max_utilization (more requests at once, some paused).",
-    "kv_cache_free_gpu_mem_fraction": "Share of the free GPU memory the KV cache takes, in (0, 1] "
-    "(default: the backend's 0.9).",
-    "max_tokens_in_paged_kv_cache": "Cap on the KV cache, in tokens; with the fraction, the smaller "
-    "wins (default: no cap).",
-    "max_attention_window_size": "Tokens each sequence attends to (a sliding window), at most the "
-    "engine's max_seq_len (default: max_seq_len).",
-    "enable_kv_cache_reuse": "Reuse the KV cache of shared prompt prefixes; needs an engine built with "
-    "use_paged_context_fmha (default: the backend's false).",
-    "enable_chunked_context": "Process long prompts in chunks; needs an engine built with "
-    "use_paged_context_fmha (default: the backend's false).",
-    "exclude_input_in_output": "Answers hold only the new tokens, not the prompt (default true, as "
-    "the backend's llama.md).",
-    "preprocessing_instance_count": "Instances of the tokenizing preprocessing model (default 1).",
-    "postprocessing_instance_count": "Instances of the detokenizing postprocessing model (default 1).",
-    "bls_instance_count": "Instances of tensorrt_llm_bls; the backend's docs advise about the engine's "
-    "max_batch_size (default 1).",
-    "logits_datatype": "Data type of returned logits; TensorRT-LLM backend 0.16 returns TYPE_FP32 only "
-    "(default TYPE_FP32).",
-    "accumulate_tokens": "Streaming through tensorrt_llm_bls: re-decode all tokens so far for each "
-    "answer (default false).",
-    "triton_max_batch_size": "max_batch_size of the five Triton models (default: the engine's "
-    "max_batch_size; larger is an error).",
-    "add_special_tokens": "Preprocessing encodes with special tokens such as BOS (default true).",
-    "skip_special_tokens": "Postprocessing leaves special tokens out of the text (default true).",
-    "gpu_device_ids": "GPUs of each tensorrt_llm instance, ',' within an instance and ';' between "
-    "instances, e.g. \"0,1;2,3\"; each group holds the engine's world size (GPU lane; default: the "
-    "backend picks).",
-    "serve_root": "Where the repository is mounted in the serving container on the GPU lane; the "
-    "engine path in config.pbtxt lies below it (default /models).",
-}
+#: The generator is that code, the backend's tables it reads, and how it reads the engine's config.json.
+GENERATOR = (TRITON_CODE, *sorted((TRITON_CODE / "backend").glob("*.json")),
+             TRITON_CODE.parent / "toolchains" / "trtllm" / "build_config.py")
 
 
-def _serving_field(option: dataclasses.Field) -> tuple[Any, Any]:
-    if option.name == "extra_parameters":
-        return (dict[str, str | int | float | bool],
-                Field(default_factory=dict, description="Any other tensorrt_llm model parameter."))
-    return _HINTS[option.name], Field(_DEFAULTS.get(option.name, option.default),
-                                      description=_DESCRIPTIONS[option.name])
+class RepositoryFields(TargetFields, ServingOptions):
+    """A Triton model repository for an engine; the other fields are the Triton knobs."""
 
-
-_SERVING_FIELDS = {option.name: _serving_field(option) for option in dataclasses.fields(ServingOptions)}
-
-RepositoryFields = create_model(
-    "RepositoryFields",
-    __base__=TargetFields,
-    __doc__="A Triton model repository for an engine; the other fields are the Triton knobs.",
-    engine=(Annotated[str, Ref("engine")], Field(description="The engine target to serve.")),
-    tokenizer=(Annotated[str | None, Source()],
-               Field(None, description="Tokenizer directory (default: the checkpoint's source).")),
-    **_SERVING_FIELDS,
-)
-
-
-def serving_options(fields) -> ServingOptions:
-    values = {name: getattr(fields, name) for name in _SERVING_FIELDS}
-    values["extra_parameters"] = {k: (str(v).lower() if isinstance(v, bool) else str(v))
-                                  for k, v in fields.extra_parameters.items()}
-    return ServingOptions(**values)
+    engine: Annotated[str, Ref("engine")] = Field(description="The engine target to serve.")
+    tokenizer: Annotated[str | None, Source()] = Field(
+        None, description="Tokenizer directory (default: the checkpoint's source).")
+    exclude_input_in_output: bool | None = Field(
+        True, description="tensorrt_llm exclude_input_in_output: answers hold only the new tokens "
+                          "(llama.md's choice).")
 
 
 def check_tokenizer(ctx) -> None:
@@ -147,17 +85,17 @@ class Repository(Kind):
 
     def _configs(self, ctx, engine_config: dict):
         try:
-            return build_configs(serving_options(ctx.fields), engine_config, lane=ctx.lane)
+            return build_configs(ctx.fields, engine_config, lane=ctx.lane)
         except RepositoryError as err:
-            raise ctx.error(f"{err.message} (engine {ctx.dep('engine').address})") from None
+            raise ctx.error(f"{err.message} (engine {ctx.dep('engine').address})", key=err.key) from None
 
     def check(self, ctx):
         self._configs(ctx, ctx.facts_of("engine")["config"])
         check_tokenizer(ctx)
 
     def plan(self, ctx):
-        options = dataclasses.asdict(serving_options(ctx.fields))
-        code = [TRITON_CODE] + ([CPU_RUNTIME_SOURCE] if ctx.lane == "cpu" else [])
+        options = ctx.fields.model_dump(include=set(ServingOptions.model_fields))
+        code = GENERATOR + ((CPU_RUNTIME_SOURCE,) if ctx.lane == "cpu" else ())
         return Plan(params={"lane": ctx.lane, "serving": options},
                     extra_identity={"generator": code_digest(*code)})
 

@@ -135,7 +135,7 @@ class Smoke(Kind):
         world_size = ctx.facts_of("repository")["world_size"]
         with ctx.serve(repository, log_path=ctx.out / "triton.log", world_size=world_size,
                        progress=lambda line: _say(ctx, line)) as server:
-            from ..triton.client import generate
+            from ..toolchains.client import generate
 
             for request in ctx.plan.params["requests"]:
                 spec = RequestFields.model_validate(request)

@@ -30,7 +30,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from .configs import ENGINE_DIR, MODEL_NAMES, TOKENIZER_DIR, ModelConfig, RepositoryError, check_wiring, to_pbtxt
+from ..toolchains.trtllm.build_config import engine_limits
+from .backend import MODEL_NAMES
+from .build import ENGINE_DIR, TOKENIZER_DIR, ModelConfig, to_pbtxt
+from .wiring import RepositoryError, check_wiring
 
 #: Our model.py sources, shipped as package data.
 MODELS_SOURCE = Path(__file__).resolve().parent / "models"
@@ -114,21 +117,19 @@ def _place_tree(src: Path, dst: Path, *, link: bool) -> None:
 def _check_engine_matches(configs: Mapping[str, ModelConfig], engine_dir: Path) -> None:
     """The configs must have been built for this engine (batch size, beam width)."""
     try:
-        build = json.loads((engine_dir / "config.json").read_text(encoding="utf-8")).get("build_config") or {}
-    except (OSError, ValueError, AttributeError) as e:
+        engine = engine_limits(json.loads((engine_dir / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError) as e:  # unreadable, not JSON, or not an engine config (BuildConfigError)
         raise RepositoryError(f"model 'tensorrt_llm': cannot read {engine_dir / 'config.json'}: {e}") from None
-    engine_batch = build.get("max_batch_size")
     for name, cfg in configs.items():
-        if isinstance(engine_batch, int) and cfg.max_batch_size > engine_batch:
+        if cfg.max_batch_size > engine.max_batch_size:
             raise RepositoryError(
                 f"model '{name}': max_batch_size {cfg.max_batch_size} is larger than the engine's; "
-                f"the engine in {engine_dir} was built with max_batch_size={engine_batch}")
+                f"the engine in {engine_dir} was built with max_batch_size={engine.max_batch_size}")
     beam = configs["tensorrt_llm"].parameters.get("max_beam_width")
-    engine_beam = build.get("max_beam_width", 1)
-    if beam is not None and beam.string_value != str(engine_beam):
+    if beam is not None and beam.string_value != str(engine.max_beam_width):
         raise RepositoryError(
             f"model 'tensorrt_llm': parameter 'max_beam_width' is {beam.string_value} but the engine in "
-            f"{engine_dir} was built with max_beam_width={engine_beam}")
+            f"{engine_dir} was built with max_beam_width={engine.max_beam_width}")
 
 
 def write_repository(
@@ -139,7 +140,7 @@ def write_repository(
     tokenizer_dir: Path | None,
     lane: Literal["cpu", "gpu"],
 ) -> None:
-    """Write the five models of ``configs`` (from :func:`~llmbuild.triton.configs.build_configs`) to ``out_dir``.
+    """Write the five models of ``configs`` (from :func:`~llmbuild.triton.build.build_configs`) to ``out_dir``.
 
     ``out_dir`` must not exist or be empty. The engine's files are hard-linked
     into ``tensorrt_llm/1/engine/`` (copied across devices); the tokenizer's

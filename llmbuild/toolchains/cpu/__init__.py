@@ -16,6 +16,9 @@ and write the real on-disk layouts, labelled as CPU-lane output:
 * ``llmbuild.toolchains.cpu.runtime`` -- ``CpuEngine``: loads such an engine
   directory and generates greedily with PyTorch.  Self-contained (it is copied
   into Triton model repositories); imports no other llmbuild module.
+* ``install`` and ``server`` -- the real Triton on CPU (from the nvidia-pytriton
+  wheel) that serves the repositories on this lane: installed under the cache on
+  first use, started and stopped with deadlines.
 
 This package's ``__init__`` imports nothing heavy.
 """

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..trtllm.build_config import at_least  # noqa: F401 - the stand-ins' version test
+
 LANE = "cpu"
 VERSION_ENV = "LLMBUILD_TRTLLM_VERSION"
 NOTE = ("llmbuild CPU-lane stand-in output: not produced by TensorRT-LLM and not a "
@@ -62,15 +64,6 @@ def emulated_version() -> str:
         raise UsageError(f"${VERSION_ENV}: {err}") from None
 
 
-def version_index(version: str) -> int:
-    """Position of `version` in the flag tables' version list (oldest = 0)."""
-    return _flags().VERSIONS.index(version)
-
-
-def at_least(version: str, other: str) -> bool:
-    return version_index(version) >= version_index(_flags().resolve_version(other))
-
-
 def parse(tool: str, argv: list[str]) -> tuple[str, Namespace]:
     """(emulated version, namespace) for `argv` parsed exactly as that version's `tool` would."""
     flags = _flags()
@@ -79,16 +72,6 @@ def parse(tool: str, argv: list[str]) -> tuple[str, Namespace]:
         return version, flags.parse_argv(tool, version, argv)
     except flags.FlagError as err:
         raise UsageError(str(err)) from None
-
-
-def plugin_flags(version: str) -> dict[str, str]:
-    """{flag: "dtype" | "feature"} for trtllm-build's PluginConfig flags in `version`."""
-    table = _flags().flag_table("trtllm-build", version)
-    return {name: spec.plugin for name, spec in table.items() if spec.plugin}
-
-
-def has_flag(tool: str, version: str, name: str) -> bool:
-    return name in _flags().flag_table(tool, version)
 
 
 # ------------------------------------------------------------------ running

@@ -28,6 +28,7 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
+from ..trtllm.build_config import hf_rotary_scaling
 from . import _common
 from ._common import ToolError, Unsupported, UsageError, at_least, progress
 from ._weights import load_hf_weights, pp_layers, rank_weights, read_hf_config
@@ -75,10 +76,7 @@ def resolve_mapping(tp: int, pp: int, cp: int, moe_tp: int, moe_ep: int, version
 def _rope(hf: dict) -> tuple[float, dict | None]:
     params = hf.get("rope_parameters") if isinstance(hf.get("rope_parameters"), dict) else {}
     theta = hf.get("rope_theta", params.get("rope_theta", 10000.0))
-    scaling = hf.get("rope_scaling")
-    if scaling is None and params.get("rope_type") not in (None, "default"):
-        scaling = {k: v for k, v in params.items() if k != "rope_theta"}
-    return float(theta), scaling
+    return float(theta), hf_rotary_scaling(hf)
 
 
 def _moe_dict(version: str, num_experts: int, top_k: int, mode) -> dict:

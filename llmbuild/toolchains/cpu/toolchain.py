@@ -10,6 +10,12 @@ from ...core.errors import LLMBuildError
 from ...core.protocols import Executor, Program
 from ..base import BaseToolchain
 
+#: The CPU Triton server and its install serve and build nothing: not part of the stand-ins'
+#: identity (a change to them must not rebuild checkpoints and engines).
+SERVING_SOURCES = ("server.py", "install.py", "toolchain.py")
+#: trtllm-build's configuration model, which the trtllm-build stand-in writes config.json with.
+BUILD_CONFIG_SOURCE = Path(__file__).parent.parent / "trtllm" / "build_config.py"
+
 STAND_INS = {
     "convert_checkpoint.py:llama": "llmbuild.toolchains.cpu.convert_checkpoint",
     "quantize.py": "llmbuild.toolchains.cpu.quantize",
@@ -25,7 +31,8 @@ class CpuToolchain(BaseToolchain):
         self.toolchains_dir = toolchains_dir
 
     def _identity(self) -> dict[str, Any]:
-        return {"implementation": code_digest(Path(__file__).parent)}
+        sources = [p for p in Path(__file__).parent.glob("*.py") if p.name not in SERVING_SOURCES]
+        return {"implementation": code_digest(*sources, BUILD_CONFIG_SOURCE)}
 
     def program(self, tool: str) -> Program:
         if tool not in STAND_INS:
@@ -33,15 +40,15 @@ class CpuToolchain(BaseToolchain):
         return Program(python_module=STAND_INS[tool])
 
     def server_identity(self) -> dict[str, Any]:
-        from ...triton.cpu_env import TRITON_VERSION
+        from .install import TRITON_VERSION
 
         return {"tritonserver": TRITON_VERSION}
 
     def serve(self, repository: Path, *, executor: Executor, log_path: Path, progress, world_size: int):
         """The real Triton from the nvidia-pytriton wheel, installed under the cache on first use,
         on this host whatever executor runs the build steps."""
-        from ...triton.cpu_env import ensure_cpu_triton
-        from ...triton.server import TritonServer
+        from .install import ensure_cpu_triton
+        from .server import TritonServer
 
         env = ensure_cpu_triton(self.toolchains_dir, progress=progress)
         return TritonServer(repository, env, log_path=log_path)

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from llmbuild.triton.cpu_env import TritonEnv, pdeathsig_preexec
+from llmbuild.toolchains.cpu.install import TritonEnv, pdeathsig_preexec
 
 SHM_DIR = Path("/dev/shm")
 SHM_DEFAULT_PREFIX = "triton_python_backend_shm_region_"

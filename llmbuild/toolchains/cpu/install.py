@@ -331,6 +331,6 @@ def _stream(argv: list[str], *, progress: Callable[[str], object], env: dict[str
         )
 
 
-if __name__ == "__main__":  # pragma: no cover - manual use: python -m llmbuild.triton.cpu_env ROOT
+if __name__ == "__main__":  # pragma: no cover - manual use: python -m llmbuild.toolchains.cpu.install ROOT
     e = ensure_cpu_triton(Path(sys.argv[1] if len(sys.argv) > 1 else "cache/toolchains"))
     print(e)
