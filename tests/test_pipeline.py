@@ -118,7 +118,7 @@ BAD = {
     "missing engine": ('engine = ":engine"\nmax_queue', 'engine = ":nope"\nmax_queue',
                        ["[repository.repository]", "engine", "models/tiny:nope"]),
     "non-engine target": ('engine = ":engine"\nmax_queue', 'engine = ":checkpoint"\nmax_queue',
-                          ["[repository.repository]", "a checkpoint target; expected a engine"]),
+                          ["[repository.repository]", "a checkpoint target; expected an engine"]),
     "streaming against non-decoupled": ("decoupled = true", "decoupled = false",
                                         ["[smoke.streaming]", "stream", "decoupled"]),
     "instance count 0": ("max_queue_delay_microseconds = 0",
