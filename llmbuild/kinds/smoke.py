@@ -1,12 +1,14 @@
 """`smoke`: start Triton on a repository and check that generation works end to end.
 
-Its output is a small JSON report (and Triton's log). It reruns whenever the
-repository's output or the requests change; otherwise it is restored like any
-other target.
+Its output is a small JSON report; Triton's log and the answers go to the
+entry's log.txt (the failed attempt's, when a check fails). It reruns whenever
+the repository's output or the requests change; otherwise it is restored like
+any other target.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -128,10 +130,16 @@ class Smoke(Kind):
     def run(self, target, ctx):
         repository = ctx.dep_out("repository")
         count_tokens = _token_counter(repository / "preprocessing" / "1" / "tokenizer")
-        results, failed = [], []
+        results, failed, said = [], [], []
+
+        def say(line: str) -> None:
+            _say(target, line)
+            said.append(f"llmbuild: {line}\n")
+
         world_size = ctx.ws.facts(target.dep("repository"))["world_size"]
-        with ctx.ws.toolchain_for(target).serve(repository, log_path=ctx.out / "triton.log", world_size=world_size,
-                                                progress=lambda line: _say(target, line)) as server:
+        # Triton writes the attempt's log; our lines follow once it has stopped
+        with _appended_after(ctx.log, said), ctx.ws.toolchain_for(target).serve(
+                repository, log_path=ctx.log, world_size=world_size, progress=say) as server:
             from ..triton.client import generate
 
             for request in ctx.plan.params["requests"]:
@@ -151,9 +159,9 @@ class Smoke(Kind):
                                 "error": answer.error, "tokens": tokens,
                                 "latency_ms": round(answer.seconds * 1000, 1), "ok": not problems,
                                 "problems": problems})
-                _say(target, f"{request['endpoint']}{' (stream)' if spec.stream else ''} "
-                     f"{spec.prompt!r} -> {answer.text or answer.error!r} "
-                     f"[{tokens} tokens, {answer.seconds * 1000:.0f} ms] {'ok' if not problems else 'FAILED'}")
+                say(f"{request['endpoint']}{' (stream)' if spec.stream else ''} "
+                    f"{spec.prompt!r} -> {answer.text or answer.error!r} "
+                    f"[{tokens} tokens, {answer.seconds * 1000:.0f} ms] {'; '.join(problems) or 'ok'}")
                 failed += [f"request {len(results)}: {p}" for p in problems]
         report = {"lane": ctx.ws.settings.lane, "passed": not failed, "requests": results}
         (ctx.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -172,6 +180,16 @@ def check_serving_versions(target, ws, engine) -> None:
             raise target.error(f"{engine.address} is built with {what} {old}{via(engine)} but would be "
                                f"served with {what} {new}{via(target)}; an engine only loads in the "
                                f"version that built it", key="container")
+
+
+@contextlib.contextmanager
+def _appended_after(log: Path, lines: list[str]):
+    """Append `lines` to `log` on the way out, after the server writing it has stopped."""
+    try:
+        yield
+    finally:
+        with open(log, "a") as handle:
+            handle.writelines(lines)
 
 
 def _say(target, line: str) -> None:
