@@ -1,5 +1,6 @@
 """When something fails: dist/ never shows an earlier success as current, and the log the
-error names exists and says why.
+error names exists and says why; and serving a repository leaves its cache entry as it
+was committed.
 
 Every test starts from a copy of one warm workspace whose whole pipeline is built.
 """
@@ -169,3 +170,22 @@ def test_a_failure_names_a_log_that_exists_and_says_why(ws, stage, breaks, says)
     assert log == Path(record(run, address(stage))["log"])
     assert f"output so far: {log.parent / 'out'}" in error
     assert_console_agrees(run)
+
+
+def test_serving_leaves_the_repository_entry_as_committed(ws):
+    entry = (ws.root / "dist/models/tiny/repository").resolve()
+    committed = json.loads((entry.parent / "manifest.json").read_text())["outputs"]
+
+    def state() -> tuple[list[str], dict[str, str]]:
+        """Every file and directory in the entry, and the files' digests."""
+        from llmbuild.core.digests import DigestCache
+
+        paths = sorted(p.relative_to(entry).as_posix() for p in entry.rglob("*"))
+        return paths, DigestCache(ws.cache / "digests.sqlite3").tree_files(entry)
+
+    before = state()
+    assert before[1] == committed, "the warm workspace's smoke served it once already"
+    assert not [p for p in before[0] if "__pycache__" in p]
+    edit(ws, 'prompt = "What is machine learning?"', 'prompt = "What is deep learning?"')
+    assert ws.doit().built() == {address("smoke")}
+    assert state() == before

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -138,8 +140,9 @@ class Smoke(Kind):
 
         world_size = ctx.ws.facts(target.dep("repository"))["world_size"]
         # Triton writes the attempt's log; our lines follow once it has stopped
-        with _appended_after(ctx.log, said), ctx.ws.toolchain_for(target).serve(
-                repository, log_path=ctx.log, world_size=world_size, progress=say) as server:
+        with _appended_after(ctx.log, said), _linked_copy(repository, ctx.work / "repository") as served, \
+                ctx.ws.toolchain_for(target).serve(served, log_path=ctx.log, world_size=world_size,
+                                                   progress=say) as server:
             from ..triton.client import generate
 
             for request in ctx.plan.params["requests"]:
@@ -190,6 +193,18 @@ def _appended_after(log: Path, lines: list[str]):
     finally:
         with open(log, "a") as handle:
             handle.writelines(lines)
+
+
+@contextlib.contextmanager
+def _linked_copy(repository: Path, where: Path):
+    """The repository as fresh directories of hard links, for the server: what Triton's Python
+    backend writes next to a model (its stub's isolated interpreter ignores
+    PYTHONDONTWRITEBYTECODE and writes __pycache__) never lands in the committed entry."""
+    shutil.copytree(repository, where, copy_function=os.link)
+    try:
+        yield where
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def _say(target, line: str) -> None:
