@@ -1,6 +1,6 @@
-"""When something fails: dist/ never shows an earlier success as current, and the log the
-error names exists and says why; and serving a repository leaves its cache entry as it
-was committed.
+"""When something fails: dist/ never shows an earlier success as current, the log the
+error names exists and says why, and a missing data-root source fails only its own
+targets; and serving a repository leaves its cache entry as it was committed.
 
 Every test starts from a copy of one warm workspace whose whole pipeline is built.
 """
@@ -189,3 +189,39 @@ def test_serving_leaves_the_repository_entry_as_committed(ws):
     edit(ws, 'prompt = "What is machine learning?"', 'prompt = "What is deep learning?"')
     assert ws.doit().built() == {address("smoke")}
     assert state() == before
+
+
+def test_missing_data_root_source_fails_only_the_targets_that_need_it(ws, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    ws.write_pyproject(f'data_roots = ["{data}"]')
+    ws.write("models/big/BUILD.toml", f"""\
+        [checkpoint.checkpoint]
+        source = "{data}/hf/mixtral-8x7b"
+
+        [engine.engine]
+        checkpoint = ":checkpoint"
+        max_batch_size = 4
+        """)
+    missing = (f"models/big/BUILD.toml: [checkpoint.checkpoint]: source: source path "
+               f"{data}/hf/mixtral-8x7b does not exist on this machine")
+    for lane in ("cpu", "gpu"):
+        env = ws.env(LLMBUILD_LANE=lane)
+        listed = ws.doit("list", env=env)
+        assert f"[fails here: {missing}]" in listed.stdout and "models/tiny:engine" in listed.stdout
+        plan = ws.llmbuild("plan", "--lane", lane, "models/big:checkpoint").stdout
+        assert "--model_dir" in plan and f"{data}/hf/mixtral-8x7b" in plan
+        failed = ws.doit("models/big:engine", check=False, env=env)
+        assert failed.returncode != 0 and "Traceback" not in failed.stdout + failed.stderr
+        assert missing in failed.stdout + failed.stderr
+        assert failed.outcomes == {"models/big:checkpoint": "failed", "models/big:engine": "skipped"}
+        assert record(failed, "models/big:checkpoint")["note"] == missing
+    assert ws.doit("models/tiny").outcomes == {address(s): "up-to-date" for s in STAGES}
+    everything = ws.doit(check=False)
+    assert everything.returncode != 0
+    assert everything.outcomes == {**{address(s): "up-to-date" for s in STAGES},
+                                   "models/big:checkpoint": "failed", "models/big:engine": "skipped"}
+    assert f"needs models/big:checkpoint first (would fail):\n  -   {missing}" in \
+        ws.llmbuild("explain", "models/big:engine").stdout
+    assert f"models/big:checkpoint: would fail\n  - {missing}" in \
+        ws.llmbuild("explain", "models/big:checkpoint").stdout

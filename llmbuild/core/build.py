@@ -101,6 +101,8 @@ def _bring_up_to_date(ws: Workspace, target: Target) -> Result:
     started = time.monotonic()
     if target.unavailable:
         return Result(SKIPPED, None, 0.0, target.unavailable)
+    if target.failure:
+        raise LLMBuildError(target.failure)
     key, document = ws.key(target)
     if ws.is_up_to_date(target):
         return Result(UP_TO_DATE, key, time.monotonic() - started)

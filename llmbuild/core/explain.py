@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .workspace import Workspace
 
 UP_TO_DATE, RESTORABLE, SKIPPED, REBUILD = "up to date", "restorable from cache", "skipped", "would build"
+FAILS = "would fail"
 
 
 @dataclass
@@ -103,6 +104,8 @@ def explain(ws: Workspace, target: Target) -> Explanation:
     address = str(target.address)
     if target.unavailable:
         return Explanation(address, SKIPPED, [target.unavailable])
+    if target.failure:
+        return Explanation(address, FAILS, [target.failure])
     last = _last_committed(ws, target)
     try:
         key, document = ws.key(target)

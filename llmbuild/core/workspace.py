@@ -21,7 +21,7 @@ from .target import CONTAINER_FIELD, Source, Target, marked_fields
 
 
 class NotReady(Exception):
-    """A dependency has no committed output for its current key yet."""
+    """No key yet: a dependency has no committed output, or a source is absent on this machine."""
 
 
 class Workspace:
@@ -74,7 +74,8 @@ class Workspace:
             if target.unavailable is None:
                 if verify_sources:
                     self._check_sources_exist(target)
-                target.kind.check(target, self)
+                if target.failure is None:  # checked where its data is
+                    target.kind.check(target, self)
                 self.plan(target)  # an argv the declared TensorRT-LLM version refuses fails here
 
     def _resolve_sources(self, target: Target) -> None:
@@ -99,9 +100,14 @@ class Workspace:
         return target.kind.unavailable(target, self)
 
     def _check_sources_exist(self, target: Target) -> None:
+        """A missing workspace path is a BUILD.toml error; data a data root lacks on this machine
+        fails only this target (and skips its dependents) when it runs."""
         for field, path in target.sources.items():
             if not path.exists():
-                raise target.error(f"source path {path} does not exist", key=field)
+                if path.is_relative_to(self.root):
+                    raise target.error(f"source path {path} does not exist", key=field)
+                target.failure = target.failure or str(
+                    target.error(f"source path {path} does not exist on this machine", key=field))
 
     @cached_property
     def toolchain(self):
@@ -158,6 +164,8 @@ class Workspace:
 
     def key(self, target: Target) -> tuple[str, dict[str, Any]]:
         """(action key, key document). Raises NotReady if a dependency is not built yet."""
+        if target.failure:
+            raise NotReady(target.failure)
         if target.address not in self._keys:
             document = self.key_document(target)
             self._keys[target.address] = (action_key(document), document)

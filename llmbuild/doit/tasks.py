@@ -88,6 +88,8 @@ def task_llmbuild():
         doc = target.fields.description or f"{target.kind.name} target"
         if target.unavailable:
             doc += f" [skipped: {target.unavailable}]"
+        if target.failure:
+            doc += f" [fails here: {target.failure}]"
         yield {
             "basename": name,
             "doc": doc,
