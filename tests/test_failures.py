@@ -1,6 +1,6 @@
-"""When something fails: dist/ never shows an earlier success as current, the log the
-error names exists and says why, and a missing data-root source fails only its own
-targets; and serving a repository leaves its cache entry as it was committed.
+"""When something fails, dist/ never shows an earlier success as current and the log the
+error names exists and says why; a missing data-root source fails only its own targets;
+serving a repository leaves its cache entry as it was committed.
 
 Every test starts from a copy of one warm workspace whose whole pipeline is built.
 """
