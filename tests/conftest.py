@@ -84,6 +84,23 @@ class Workspace:
             {extra}
             """))
 
+    def copy(self, root: Path, cache: Path) -> Workspace:
+        """This workspace and its cache, copied to new paths (dist links and pyproject follow):
+        a test starts from built targets without sharing or changing this one's state."""
+        shutil.copytree(self.cache, cache, symlinks=True)
+        shutil.copytree(self.root, root, symlinks=True)
+        for directory, dirnames, filenames in os.walk(root / "dist"):
+            for name in dirnames + filenames:
+                link = Path(directory) / name
+                if link.is_symlink() and os.readlink(link).startswith(f"{self.cache}/"):
+                    relinked = cache / Path(os.readlink(link)).relative_to(self.cache)
+                    link.unlink()
+                    link.symlink_to(relinked)
+        settings = (self.root / "pyproject.toml").read_text()
+        clone = Workspace(root, cache)
+        (root / "pyproject.toml").write_text(settings.replace(f'cache = "{self.cache}"', f'cache = "{cache}"'))
+        return clone
+
     def write(self, relative: str, text: str) -> Path:
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True)

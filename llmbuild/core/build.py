@@ -6,12 +6,13 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from .cache import Staging
+from .cache import LOG, OUT, Staging
 from .context import KindContext
 from .digests import digest_of_listing
 from .errors import BuildFailed, LLMBuildError
@@ -83,6 +84,15 @@ class Result:
         return {"outcome": self.outcome, "key": self.key, "seconds": round(self.seconds, 3)}
 
 
+def unlink_dist(ws: Workspace, target: Target) -> bool:
+    """Remove the target's dist link (never anything else): it no longer names a current output."""
+    link = ws.dist_link(target)
+    if not link.is_symlink():
+        return False
+    link.unlink()
+    return True
+
+
 def link_dist(ws: Workspace, target: Target, key: str) -> None:
     link = ws.dist_link(target)
     link.parent.mkdir(parents=True, exist_ok=True)
@@ -96,15 +106,26 @@ def link_dist(ws: Workspace, target: Target, key: str) -> None:
 
 
 def bring_up_to_date(ws: Workspace, target: Target) -> Result:
+    try:
+        return _bring_up_to_date(ws, target)
+    except BaseException:
+        unlink_dist(ws, target)  # a failed target never looks current; its last output stays cached
+        raise
+
+
+def _bring_up_to_date(ws: Workspace, target: Target) -> Result:
     started = time.monotonic()
     if target.unavailable:
         return Result(SKIPPED, None, 0.0, target.unavailable)
+    if target.failure:
+        raise LLMBuildError(target.failure)
     key, document = ws.key(target)
     if ws.is_up_to_date(target):
         return Result(UP_TO_DATE, key, time.monotonic() - started)
     if not ws.is_committed(target, key):
         with ws.cache.lock(key, who=str(target.address)):
             if not ws.is_committed(target, key):
+                unlink_dist(ws, target)  # before building: even a killed build leaves no stale link
                 ws.cache.evict(key)  # an entry whose output no longer stands (e.g. image deleted)
                 _build(ws, target, key, document)
                 link_dist(ws, target, key)
@@ -120,11 +141,15 @@ def _build(ws: Workspace, target: Target, key: str, document: KeyDocument) -> No
     try:
         target.kind.run(ctx)
     except (Exception, KeyboardInterrupt) as err:
+        reason = ("interrupted" if isinstance(err, KeyboardInterrupt) else
+                  str(err) if isinstance(err, LLMBuildError) else f"{type(err).__name__}: {err}")
+        _log_failure(staging.log, target, err, reason)
         failed = ws.cache.keep_failed(staging)
         if isinstance(err, KeyboardInterrupt):
             raise
-        reason = str(err) if isinstance(err, LLMBuildError) else f"{type(err).__name__}: {err}"
-        raise BuildFailed(f"{target.address} failed: {reason}; log: {failed / 'log.txt'}") from err
+        reason = reason.replace(str(staging.path), str(failed))  # paths in the attempt: where it is kept
+        raise BuildFailed(f"{target.address} failed: {reason}; log: {failed / LOG}; "
+                          f"output so far: {failed / OUT}", log=failed / LOG) from err
     outputs = ws.digests.tree_files(staging.out)
     ws.cache.commit(staging, {
         "key": key,
@@ -137,3 +162,12 @@ def _build(ws: Workspace, target: Target, key: str, document: KeyDocument) -> No
         "started": started,
         "seconds": round(time.time() - started, 3),
     })
+
+
+def _log_failure(log: Path, target: Target, err: BaseException, reason: str) -> None:
+    """End the attempt's log with why it failed, so the log a failure names exists for every kind
+    (a traceback too when the failure is not one llmbuild explains)."""
+    with open(log, "a") as handle:
+        if not isinstance(err, (LLMBuildError, KeyboardInterrupt)):
+            handle.write("".join(traceback.format_exception(err)))
+        handle.write(f"llmbuild: {target.address} failed: {reason}\n")

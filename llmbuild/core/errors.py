@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class LLMBuildError(Exception):
@@ -30,7 +31,11 @@ class LLMBuildError(Exception):
 
 
 class BuildFailed(LLMBuildError):
-    """A tool ran and failed; its log is kept where the message says."""
+    """A tool ran and failed; its log is kept where the message says (and `log` names it)."""
+
+    def __init__(self, message: str, *, log: Path | None = None, **where: str | None):
+        super().__init__(message, **where)
+        self.log = log
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

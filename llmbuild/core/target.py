@@ -182,6 +182,7 @@ class Target:
     deps: dict[str, Target] = field(default_factory=dict)  # dotted field -> target
     sources: dict[str, Path] = field(default_factory=dict)  # dotted field -> absolute path
     unavailable: str | None = None  # why it is skipped on the active lane
+    failure: str | None = None  # why it fails when run here (found at load, e.g. a missing data-root source)
 
     def __str__(self) -> str:
         return str(self.address)

@@ -23,7 +23,7 @@ from .target import Source, Target, marked_fields
 
 
 class NotReady(Exception):
-    """A dependency has no committed output for its current key yet."""
+    """No key yet: a dependency has no committed output, or a source is absent on this machine."""
 
 
 class Workspace:
@@ -79,7 +79,8 @@ class Workspace:
             if target.unavailable is None:
                 if verify_sources:
                     self._check_sources_exist(target)
-                target.kind.check(self.context(target))
+                if target.failure is None:  # checked where its data is
+                    target.kind.check(self.context(target))
                 self.plan(target)  # an argv the declared TensorRT-LLM version refuses fails here
 
     def _resolve_sources(self, target: Target) -> None:
@@ -104,9 +105,14 @@ class Workspace:
         return target.kind.unavailable(self.context(target))
 
     def _check_sources_exist(self, target: Target) -> None:
+        """A missing workspace path is a BUILD.toml error; data a data root lacks on this machine
+        fails only this target (and skips its dependents) when it runs."""
         for field, path in target.sources.items():
             if not path.exists():
-                raise target.error(f"source path {path} does not exist", key=field)
+                if path.is_relative_to(self.root):
+                    raise target.error(f"source path {path} does not exist", key=field)
+                target.failure = target.failure or str(
+                    target.error(f"source path {path} does not exist on this machine", key=field))
 
     def context(self, target: Target) -> KindContext:
         """The narrow view a kind gets of its target."""
@@ -162,6 +168,8 @@ class Workspace:
 
     def key(self, target: Target) -> tuple[str, KeyDocument]:
         """(action key, key document). Raises NotReady if a dependency is not built yet."""
+        if target.failure:
+            raise NotReady(target.failure)
         if target.address not in self._keys:
             document = self.key_document(target)
             self._keys[target.address] = (document.key, document)

@@ -8,7 +8,7 @@ import time
 from doit.exceptions import UnmetDependency
 from doit.reporter import ConsoleReporter, JsonReporter
 
-from ..core.build import BUILT, FAILED, SKIPPED, UP_TO_DATE
+from ..core.build import BUILT, FAILED, SKIPPED, UP_TO_DATE, unlink_dist
 from ..core.cache import write_json_atomic
 from ..core.errors import LLMBuildError
 from ..core.workspace import NotReady
@@ -39,7 +39,7 @@ class RunRecord:
         return None if ws is None else ws.targets_by_name.get(task.name)
 
     def _record(self, task, outcome: str, seconds: float | None = None, key: str | None = None,
-                note: str | None = None) -> None:
+                note: str | None = None, log: str | None = None) -> None:
         target = self._target(task)
         if target is None:
             return
@@ -54,6 +54,8 @@ class RunRecord:
                   "key": key, "seconds": round(seconds, 3)}
         if note:
             record["note"] = note
+        if log:
+            record["log"] = log
         self._records[task.name] = record
 
     def execute_task(self, task):
@@ -69,8 +71,13 @@ class RunRecord:
     def add_failure(self, task, fail_info):
         if isinstance(fail_info, UnmetDependency):  # not run because something it needs failed
             self._record(task, SKIPPED, 0.0, note=f"needs {fail_info.message.strip()}, which failed")
+            target = self._target(task)
+            if target is not None:  # its link would name an output built from what failed
+                unlink_dist(state.loaded(), target)
         else:
-            self._record(task, FAILED)
+            log = getattr(fail_info, "log", None)
+            self._record(task, FAILED, note=fail_info.message.strip().splitlines()[0],
+                         log=log and str(log))
         super().add_failure(task, fail_info)
 
     def skip_uptodate(self, task):
@@ -113,7 +120,8 @@ class RunRecord:
         for record in self._records.values():
             counts[record["outcome"]] = counts.get(record["outcome"], 0) + 1
             if record["outcome"] != UP_TO_DATE:
-                note = f"  ({record['note']})" if record.get("note") else ""
+                note = record.get("log") and f"log: {record['log']}" or record.get("note")
+                note = f"  ({note})" if note else ""
                 seconds = f"{record['seconds']:.1f}s" if record["outcome"] in (BUILT, FAILED, "restored") else ""
                 lines.append(f"  {record['outcome']:<10} {record['address']:<40} {seconds}{note}")
         total = sum(counts.values())

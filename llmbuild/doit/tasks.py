@@ -7,7 +7,7 @@ from pathlib import Path
 
 from doit.exceptions import InvalidDodoFile, TaskFailed
 
-from ..core.build import bring_up_to_date
+from ..core.build import bring_up_to_date, unlink_dist
 from ..core.errors import LLMBuildError
 from ..core.settings import find_workspace_root, load_settings, resolve_dir
 from ..introspect.explain import explain
@@ -36,7 +36,9 @@ def run_target(address: str):
     try:
         result = bring_up_to_date(ws, ws.targets_by_name[address])
     except LLMBuildError as err:
-        return TaskFailed(str(err))
+        failure = TaskFailed(str(err))
+        failure.log = getattr(err, "log", None)  # the kept attempt's log, for dist/run.json
+        return failure
     return result.as_values()
 
 
@@ -67,10 +69,9 @@ class TargetIsCurrent:
 
 def clean_target(address: str) -> None:
     ws = state.workspace()
-    link = ws.dist_link(ws.targets_by_name[address])
-    if link.is_symlink():
-        link.unlink()
-        print(f"removed {link}")
+    target = ws.targets_by_name[address]
+    if unlink_dist(ws, target):
+        print(f"removed {ws.dist_link(target)}")
 
 
 def task_llmbuild():
@@ -87,6 +88,8 @@ def task_llmbuild():
         doc = target.fields.description or f"{target.kind.name} target"
         if target.unavailable:
             doc += f" [skipped: {target.unavailable}]"
+        if target.failure:
+            doc += f" [fails here: {target.failure}]"
         yield {
             "basename": name,
             "doc": doc,

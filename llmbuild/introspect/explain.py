@@ -12,6 +12,7 @@ from ..core.target import Target
 from ..core.workspace import NotReady, Workspace
 
 UP_TO_DATE, RESTORABLE, SKIPPED, REBUILD = "up to date", "restorable from cache", "skipped", "would build"
+FAILS = "would fail"
 
 
 @dataclass
@@ -28,6 +29,8 @@ def explain(ws: Workspace, target: Target) -> Explanation:
     address = str(target.address)
     if target.unavailable:
         return Explanation(address, SKIPPED, [target.unavailable])
+    if target.failure:
+        return Explanation(address, FAILS, [target.failure])
     last = _last_committed(ws, target)
     try:
         key, document = ws.key(target)

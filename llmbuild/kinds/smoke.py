@@ -1,13 +1,17 @@
 """`smoke`: start Triton on a repository and check that generation works end to end.
 
-Its output is a small JSON report (and Triton's log). It reruns whenever the
-repository's output or the requests change; otherwise it is restored like any
-other target.
+Its output is a small JSON report; Triton's log and the answers go to the
+entry's log.txt (the failed attempt's, when a check fails). It reruns whenever
+the repository's output or the requests change; otherwise it is restored like
+any other target.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -131,10 +135,16 @@ class Smoke(Kind):
     def run(self, ctx):
         repository = ctx.dep_out("repository")
         count_tokens = _token_counter(repository / "preprocessing" / "1" / "tokenizer")
-        results, failed = [], []
+        results, failed, said = [], [], []
+
+        def say(line: str) -> None:
+            _say(ctx, line)
+            said.append(f"llmbuild: {line}\n")
+
         world_size = ctx.facts_of("repository")["world_size"]
-        with ctx.serve(repository, log_path=ctx.out / "triton.log", world_size=world_size,
-                       progress=lambda line: _say(ctx, line)) as server:
+        # Triton writes the attempt's log; our lines follow once it has stopped
+        with _appended_after(ctx.log, said), _linked_copy(repository, ctx.work / "repository") as served, \
+                ctx.serve(served, log_path=ctx.log, world_size=world_size, progress=say) as server:
             from ..toolchains.client import generate
 
             for request in ctx.plan.params["requests"]:
@@ -154,9 +164,9 @@ class Smoke(Kind):
                                 "error": answer.error, "tokens": tokens,
                                 "latency_ms": round(answer.seconds * 1000, 1), "ok": not problems,
                                 "problems": problems})
-                _say(ctx, f"{request['endpoint']}{' (stream)' if spec.stream else ''} "
-                     f"{spec.prompt!r} -> {answer.text or answer.error!r} "
-                     f"[{tokens} tokens, {answer.seconds * 1000:.0f} ms] {'ok' if not problems else 'FAILED'}")
+                say(f"{request['endpoint']}{' (stream)' if spec.stream else ''} "
+                    f"{spec.prompt!r} -> {answer.text or answer.error!r} "
+                    f"[{tokens} tokens, {answer.seconds * 1000:.0f} ms] {'; '.join(problems) or 'ok'}")
                 failed += [f"request {len(results)}: {p}" for p in problems]
         report = {"lane": ctx.lane, "passed": not failed, "requests": results}
         (ctx.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -176,6 +186,28 @@ def check_serving_versions(ctx: KindContext, repository: dict) -> None:
             raise ctx.error(f"{repository['engine']} is built with {what} {old}{via(built['container'])} but "
                             f"would be served with {what} {new}{via(container)}; an engine only loads in the "
                             f"version that built it", key="container")
+
+
+@contextlib.contextmanager
+def _appended_after(log: Path, lines: list[str]):
+    """Append `lines` to `log` on the way out, after the server writing it has stopped."""
+    try:
+        yield
+    finally:
+        with open(log, "a") as handle:
+            handle.writelines(lines)
+
+
+@contextlib.contextmanager
+def _linked_copy(repository: Path, where: Path):
+    """The repository as fresh directories of hard links, for the server: what Triton's Python
+    backend writes next to a model (its stub's isolated interpreter ignores
+    PYTHONDONTWRITEBYTECODE and writes __pycache__) never lands in the committed entry."""
+    shutil.copytree(repository, where, copy_function=os.link)
+    try:
+        yield where
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def _say(ctx: KindContext, line: str) -> None:
