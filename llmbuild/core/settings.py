@@ -47,6 +47,11 @@ class Settings(BaseModel):
         description="Absolute directories outside the workspace that source paths may point into.")
     _options: dict[type, Any] = PrivateAttr(default_factory=dict)  # each subsystem's, by model
 
+    def fingerprint(self) -> dict[str, Any]:
+        """Every setting, the core's and each subsystem's, as plain JSON values."""
+        return {"core": self.model_dump(mode="json"),
+                **{model.__name__: value.model_dump(mode="json") for model, value in self._options.items()}}
+
     def option(self, model: type[M]) -> M:
         """The validated settings of the subsystem whose model is `model` (its defaults when
         the workspace was loaded without that subsystem)."""

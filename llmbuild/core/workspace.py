@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +21,7 @@ from .protocols import Executor, Plugins, Toolchain
 from .settings import Settings, find_workspace_root, load_settings, resolve_dir
 from .steps import PathArg, Plan
 from .target import Source, Target, marked_fields
+from .verdicts import VerdictCache
 
 
 class NotReady(Exception):
@@ -46,6 +48,9 @@ class Workspace:
         self.warnings: list[str] = []  # from checks where the real tools only warn
         self.verify_sources = True  # False: plan/render on a machine without the sources
         self._keys: dict[Address, tuple[str, KeyDocument]] = {}
+        self._source_files: dict[Address, dict[str, dict[str, str]]] = {}
+        self._input_digests: dict[Address, str] = {}
+        self._code_digests: dict[Path, str] = {}
 
     @classmethod
     def load(cls, start: Path | None = None, environ: dict[str, str] | None = None, *,
@@ -71,17 +76,58 @@ class Workspace:
         self.order = topological_order(targets)
         self.targets = {t.address: t for t in self.order}
         self.targets_by_name = {str(t.address): t for t in self.order}
-        for target in self.order:
+        for target in self.order:  # dependencies first: their facts are known when asked for
             self._resolve_sources(target)
             target.unavailable = self._unavailable(target)
             target.sources.update(target.kind.derived_sources(self.context(target)))
-        for target in self.order:
             if target.unavailable is None:
                 if verify_sources:
                     self._check_sources_exist(target)
-                if target.failure is None:  # checked where its data is
-                    target.kind.check(self.context(target))
-                self.plan(target)  # an argv the declared TensorRT-LLM version refuses fails here
+                self._verify(target)
+
+    def _verify(self, target: Target) -> None:
+        """Check and plan the target (an argv the declared TensorRT-LLM version refuses fails
+        here), or replay the verdict remembered for the same inputs."""
+        digest = self._input_digest(target)
+        remembered = self.verdicts.get(digest) if digest else None
+        if remembered is not None:
+            self._facts[target.address], self._plans[target.address], warnings = remembered
+            self.warnings.extend(warnings)
+            return
+        before = len(self.warnings)
+        if target.failure is None:  # checked where its data is
+            target.kind.check(self.context(target))
+        plan = self.plan(target)
+        if digest:
+            self.verdicts.put(digest, (self.facts(target), plan, self.warnings[before:]))
+
+    def _input_digest(self, target: Target) -> str | None:
+        """A digest of everything checking and planning the target reads, or None when some of
+        it is not known on this machine (then it is checked every time)."""
+        if not self.verify_sources or target.failure is not None:
+            return None
+        deps = {field: self._input_digests.get(dep.address) for field, dep in target.deps.items()}
+        if None in deps.values():
+            return None
+        document = KeyDocument(
+            kind=target.kind.name, params={"fields": target.fields.model_dump(mode="json"), "root": str(self.root),
+                                           "address": str(target.address), "settings": self.settings.fingerprint(),
+                                           "lane": self.lane, "paths": {f: str(p) for f, p in target.sources.items()}},
+            steps=[], toolchain={"llmbuild": self._code_digest(target.kind)},
+            sources={field: digest_of_listing(files) for field, files in self.source_files(target).items()},
+            deps=deps)
+        self._input_digests[target.address] = document.key
+        return document.key
+
+    def _code_digest(self, kind: Any) -> str:
+        """llmbuild's code and data files, and the kind's own module (which may live outside it)."""
+        module = Path(inspect.getfile(type(kind)))
+        if module not in self._code_digests:
+            package = Path(__file__).resolve().parents[1]
+            files = sorted({p for p in package.rglob("*") if p.suffix in (".py", ".json")} | {module.resolve()})
+            self._code_digests[module] = digest_of_listing(
+                dict(zip((str(f) for f in files), self.digests.digests([(f, f.stat()) for f in files]))))
+        return self._code_digests[module]
 
     def _resolve_sources(self, target: Target) -> None:
         build_dir = self.root / target.address.directory
@@ -129,6 +175,10 @@ class Workspace:
         if target.address not in self._executors:
             self._executors[target.address] = self.plugins.executor_for(self, target)
         return self._executors[target.address]
+
+    @cached_property
+    def verdicts(self) -> VerdictCache:
+        return VerdictCache(self.cache.root / "verdicts.sqlite3")
 
     @cached_property
     def digests(self) -> DigestCache:
@@ -196,8 +246,11 @@ class Workspace:
             sources=sources, deps=deps)
 
     def source_files(self, target: Target) -> dict[str, dict[str, str]]:
-        """{source field: {file: digest}} (stat-cached)."""
-        return {field: self.digests.tree_files(path) for field, path in target.sources.items()}
+        """{source field: {file: digest}} (stat-cached; listed once per process)."""
+        if target.address not in self._source_files:
+            self._source_files[target.address] = {field: self.digests.tree_files(path)
+                                                  for field, path in target.sources.items()}
+        return self._source_files[target.address]
 
     def dist_link(self, target: Target) -> Path:
         return self.dist / target.address.dist_path

@@ -18,10 +18,10 @@ from pydantic import Field
 from ..core.digests import code_digest
 from ..core.steps import Plan
 from ..core.target import Kind, Ref, Source, TargetFields, register
-from ..triton.build import build_configs
 from ..triton.options import ServingOptions
-from ..triton.repository import CPU_RUNTIME_SOURCE, checked_tokenizer_files, write_repository
-from ..triton.wiring import RepositoryError
+
+# Generating a repository needs tritonclient's protobufs (a slow import): imported when a target
+# is checked, planned or built, not when a workspace whose verdicts are remembered loads.
 
 TRITON_CODE = Path(__file__).resolve().parent.parent / "triton"
 #: The generator is that code, the backend's tables it reads, and how it reads the engine's config.json.
@@ -48,6 +48,9 @@ def check_tokenizer(ctx) -> None:
         return
     key = "tokenizer" if ctx.fields.tokenizer else "engine"
     where = "" if ctx.fields.tokenizer else " (the checkpoint's source, the default tokenizer)"
+    from ..triton.repository import checked_tokenizer_files
+    from ..triton.wiring import RepositoryError
+
     try:
         files = checked_tokenizer_files(path)
     except RepositoryError as err:
@@ -84,6 +87,9 @@ class Repository(Kind):
                 "engine": str(engine.address), "engine_built_with": engine.facts["built_with"]}
 
     def _configs(self, ctx, engine_config: dict):
+        from ..triton.build import build_configs
+        from ..triton.wiring import RepositoryError
+
         try:
             return build_configs(ctx.fields, engine_config, lane=ctx.lane)
         except RepositoryError as err:
@@ -95,6 +101,8 @@ class Repository(Kind):
 
     def plan(self, ctx):
         options = ctx.fields.model_dump(include=set(ServingOptions.model_fields))
+        from ..triton.repository import CPU_RUNTIME_SOURCE
+
         code = GENERATOR + ((CPU_RUNTIME_SOURCE,) if ctx.lane == "cpu" else ())
         return Plan(params={"lane": ctx.lane, "serving": options},
                     extra_identity={"generator": code_digest(*code)})
@@ -103,9 +111,13 @@ class Repository(Kind):
         engine_dir = ctx.dep_out("engine")
         engine_config = json.loads((engine_dir / "config.json").read_text())
         configs = self._configs(ctx, engine_config)
+        from ..triton.repository import write_repository
+
         write_repository(ctx.out, configs, engine_dir=engine_dir,
                          tokenizer_dir=ctx.sources["tokenizer"], lane=ctx.lane)
 
     def render(self, ctx, out):
         configs = self._configs(ctx, ctx.facts_of("engine")["config"])
+        from ..triton.repository import write_repository
+
         write_repository(out, configs, engine_dir=None, tokenizer_dir=None, lane=ctx.lane)
