@@ -50,7 +50,7 @@ class Workspace:
         self._keys: dict[Address, tuple[str, KeyDocument]] = {}
         self._source_files: dict[Address, dict[str, dict[str, str]]] = {}
         self._input_digests: dict[Address, str] = {}
-        self._code_digests: dict[Path, str] = {}
+        self._code_digests: dict[Path | None, str] = {}  # None: the package's
 
     @classmethod
     def load(cls, start: Path | None = None, environ: dict[str, str] | None = None, *,
@@ -121,12 +121,15 @@ class Workspace:
 
     def _code_digest(self, kind: Any) -> str:
         """llmbuild's code and data files, and the kind's own module (which may live outside it)."""
-        module = Path(inspect.getfile(type(kind)))
+        module = Path(inspect.getfile(type(kind))).resolve()
         if module not in self._code_digests:
-            package = Path(__file__).resolve().parents[1]
-            files = sorted({p for p in package.rglob("*") if p.suffix in (".py", ".json")} | {module.resolve()})
-            self._code_digests[module] = digest_of_listing(
-                dict(zip((str(f) for f in files), self.digests.digests([(f, f.stat()) for f in files]))))
+            if None not in self._code_digests:
+                package = Path(__file__).resolve().parents[1]
+                files = sorted(p for p in package.rglob("*") if p.suffix in (".py", ".json"))
+                self._code_digests[None] = digest_of_listing(
+                    dict(zip(map(str, files), self.digests.digests([(f, f.stat()) for f in files]))))
+            [own] = self.digests.digests([(module, module.stat())])
+            self._code_digests[module] = digest_of_listing({"llmbuild": self._code_digests[None], str(module): own})
         return self._code_digests[module]
 
     def _resolve_sources(self, target: Target) -> None:
