@@ -26,7 +26,6 @@ from .introspect.explain import explain
 from .introspect.graph import graph_text, write_graph
 from .introspect.plan import plan_document, plan_text
 from .introspect.render import render_target
-from .introspect.schema import schema_json, write_schema
 from .plugins import load_workspace
 
 

@@ -10,6 +10,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from llmbuild.core.errors import LLMBuildError
+from llmbuild.core.workspace import Workspace
 from llmbuild.plugins import load_workspace
 from llmbuild.toolchains.trtllm import flags
 
@@ -34,7 +35,7 @@ max_tokens = 20
 """
 
 
-def load(ws, lane: str = "cpu", **env: str) -> LoadedWorkspace:
+def load(ws, lane: str = "cpu", **env: str) -> Workspace:
     environ = {**os.environ, "LLMBUILD_LANE": lane, **env}
     return load_workspace(ws.root, environ, verify_sources=lane == "cpu")
 
@@ -362,7 +363,7 @@ def test_argv_parses_under_every_version_or_names_the_flag(variant, version, mak
 
 # -- argv generated from the fields' Flag markers ---------------------------------------------------
 
-def _argv(loaded: LoadedWorkspace, address: str) -> list[str]:
+def _argv(loaded: Workspace, address: str) -> list[str]:
     (step,) = loaded.plan(loaded.target(address)).steps
     return [a if isinstance(a, str) else a.placeholder() for a in step.argv]
 

@@ -38,23 +38,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
+from llmbuild.toolchains.client import TritonStartError, wait_until_ready
 from llmbuild.toolchains.cpu.install import TritonEnv, pdeathsig_preexec
 
 SHM_DIR = Path("/dev/shm")
 SHM_DEFAULT_PREFIX = "triton_python_backend_shm_region_"
 LOG_TAIL_LINES = 40
 _PORT_IN_USE_MARKERS = ("address already in use", "address in use", "already in use", "failed to bind")
-
-
-class TritonStartError(RuntimeError):
-    """tritonserver died or did not become ready in time."""
-
-    def __init__(self, message: str, *, log_path: Path | None = None, port_conflict: bool = False):
-        super().__init__(message)
-        self.log_path = log_path
-        self.port_conflict = port_conflict
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -118,72 +110,6 @@ def _sweep_stale_workdirs() -> None:
                 d.rmdir()  # only if empty
         except PermissionError:
             pass
-
-
-def wait_until_ready(http_url: str, *, deadline: float, exited: Callable[[], int | None],
-                     fail: Callable[[str], Exception], timeout: float,
-                     explicit_models: Sequence[str] = ()) -> None:
-    """Poll until the server is ready and every wanted model is READY; `fail(what)` makes the
-    error when the server exits (exited() returns its code), a model fails, or time runs out."""
-    import tritonclient.http as httpclient
-
-    def new_client():
-        return httpclient.InferenceServerClient(http_url, connection_timeout=2.0, network_timeout=5.0)
-
-    client = new_client()
-    last_state = "no answer yet"
-    try:
-        while True:
-            rc = exited()
-            if rc is not None:
-                raise fail(f"exited with code {rc} before it was ready")
-            try:
-                if client.is_server_ready():
-                    pending = _pending_models(client, explicit_models, fail)
-                    if not pending:
-                        return
-                    last_state = "waiting for " + ", ".join(pending)
-                else:
-                    last_state = "server not ready"
-            except TritonStartError:
-                raise
-            except Exception as e:  # connection refused while starting, timeouts, ...
-                last_state = f"{type(e).__name__}: {e}"
-                with contextlib.suppress(Exception):  # a broken connection gets a fresh client
-                    client.close()
-                client = new_client()
-            if time.monotonic() > deadline:
-                raise fail(f"not ready after {timeout:.0f} s ({last_state})")
-            time.sleep(0.1)
-    finally:
-        with contextlib.suppress(Exception):
-            client.close()
-
-
-def _pending_models(client, explicit_models: Sequence[str], fail) -> list[str]:
-    """Models still to wait for; raises for a model that failed to load."""
-    index = client.get_model_repository_index()
-    wanted = set(explicit_models) if explicit_models else {m["name"] for m in index}
-    states: dict[str, list[dict]] = {}
-    for m in index:
-        if m.get("name") in wanted:
-            states.setdefault(m["name"], []).append(m)
-    pending = []
-    for name in sorted(wanted):
-        entries = states.get(name)
-        if not entries:
-            if explicit_models:
-                raise fail(f"has no model {name!r} in its repository index")
-            pending.append(name)
-            continue
-        for m in entries:
-            state, reason = m.get("state", ""), m.get("reason", "")
-            if state == "READY":
-                continue
-            if state == "UNAVAILABLE" and reason and reason != "unloaded":
-                raise fail(f"failed to load model {name!r}: {reason}")
-            pending.append(f"{name} ({state or 'unknown'})")
-    return pending
 
 
 class TritonServer:

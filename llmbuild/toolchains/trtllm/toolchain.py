@@ -46,7 +46,7 @@ class TrtllmToolchain(BaseToolchain):
     def serve(self, repository: Path, *, executor: Executor, log_path: Path, progress,
               world_size: int) -> Iterator[Any]:
         """tritonserver (under mpirun for more than one rank) in the executor's container."""
-        from ..cpu.server import TritonStartError, wait_until_ready
+        from ..client import TritonStartError, wait_until_ready
 
         with executor.running(triton_launch_argv(world_size), repository=repository, gpus=world_size,
                               port=TRITON_HTTP_PORT, log_path=log_path, label="tritonserver") as server:
