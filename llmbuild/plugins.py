@@ -19,7 +19,7 @@ from .core.workspace import Workspace
 from .executors.docker import IMAGE_FILE, DockerExecutor, image_tag
 from .executors.local import LocalExecutor
 from .toolchains.cpu.toolchain import CpuToolchain
-from .toolchains.subsystem import CONTAINER_FIELD, SUBSYSTEM, ToolchainSettings
+from .toolchains.subsystem import CONTAINER_FIELD, SUBSYSTEM, ToolchainSettings, gpu_pool
 from .toolchains.trtllm import flags
 from .toolchains.trtllm.toolchain import TrtllmToolchain
 
@@ -67,7 +67,8 @@ class DefaultPlugins:
         tensorrt = declared.get("tensorrt_version")
         cache_key = (ws.lane, version, tensorrt, options.model_dump_json())
         if cache_key not in self._toolchains:
-            common = {"trtllm_version": version, "host": options.host, "tensorrt_version": tensorrt}
+            common = {"trtllm_version": version, "host": options.host, "pool": gpu_pool(options),
+                      "tensorrt_version": tensorrt}
             if ws.lane == "cpu":
                 toolchains_dir = (resolve_dir(ws.root, options.toolchains_dir) if options.toolchains_dir
                                   else ws.cache.root / "toolchains")

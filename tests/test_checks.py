@@ -252,8 +252,9 @@ def test_published_build_config_is_what_the_stand_in_writes(make_workspace, tiny
 
 GPU = {
     "tp x pp above the host's GPUs": dict(
-        checkpoint="tp_size = 2", pyproject="[tool.llmbuild.host]\ngpus = 1",
-        expect=["[engine.engine]", "gpus", "needs 2 GPUs", "gpus = 1"]),
+        checkpoint="tp_size = 2", pyproject="gpus = 1",
+        expect=["[engine.engine]", "gpus", "needs 2 GPUs (tp_size x pp_size, from models/m:checkpoint) "
+                "but the pool has 1 (gpus in [tool.llmbuild])"]),
     "device list against tp x pp": dict(
         checkpoint="tp_size = 2", engine="gpus = [0]", expect=["[engine.engine]", "gpus", "1 device"]),
     "smoke devices against the engine's world size": dict(

@@ -149,8 +149,11 @@ def test_settings_are_strict(tmp_path):
             load_settings(tmp_path, environ={}, subsystems=DefaultPlugins.subsystems)
         return str(caught.value)
 
-    assert settings_error('[tool.llmbuild.host]\ngpus = "2"\n').startswith(
-        "pyproject.toml: [tool.llmbuild]: host.gpus: Input should be a valid integer")
+    assert settings_error('gpus = "2"\n').startswith(
+        "pyproject.toml: [tool.llmbuild]: gpus: Input should be a valid integer")
+    assert settings_error("[tool.llmbuild.host]\ngpus = 2\n") == (
+        "pyproject.toml: [tool.llmbuild]: host.gpus: moved: write gpus = 2 in [tool.llmbuild] "
+        "(the host's pool of GPUs, on both lanes)")
     assert settings_error("cache = 1\n").startswith(
         "pyproject.toml: [tool.llmbuild]: cache: Input should be a valid string")
     (tmp_path / "pyproject.toml").write_text("[tool.llmbuild.host]\ngpu_memory_gib = 80\n")

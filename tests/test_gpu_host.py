@@ -27,7 +27,8 @@ RECORDER = textwrap.dedent('''\
     argv = sys.argv
     with open({record!r}, "a") as log:
         log.write(json.dumps({{"argv": argv, "hf_token": os.environ.get("HF_TOKEN"),
-                              "version": os.environ.get("LLMBUILD_TRTLLM_VERSION")}}) + "\\n")
+                              "version": os.environ.get("LLMBUILD_TRTLLM_VERSION"),
+                              "devices": os.environ.get("CUDA_VISIBLE_DEVICES")}}) + "\\n")
     out = Path(argv[argv.index("--output_dir") + 1])
     out.mkdir(parents=True, exist_ok=True)
     if Path(argv[0]).name == "trtllm-build":
@@ -53,15 +54,16 @@ def gpu_host(make_workspace, tmp_path):
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
     ws.write_pyproject(extra=textwrap.dedent(f"""\
         lane = "gpu"
+        gpus = 2
         [tool.llmbuild.host]
         python = "{sys.executable}"
         trtllm_root = "{root}"
-        gpus = 2
         """).replace('lane = "cpu"\n', ""))
     text = (ws.root / "pyproject.toml").read_text().replace('lane = "cpu"\n', "", 1)
     (ws.root / "pyproject.toml").write_text(text)
     ws.add_model("m", TINY_HF)
     env = ws.env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", HF_TOKEN="hf_secret_marker_123")
+    env.pop("CUDA_VISIBLE_DEVICES", None)  # what a step sees comes from its GPU slots only
     return ws, env, record, converter
 
 
@@ -82,6 +84,10 @@ def test_host_toolchain_runs_the_real_programs_with_the_planned_argv(gpu_host):
     # The tools get the secret from the environment; it is in no key, manifest or run.json.
     assert {c["hf_token"] for c in calls} == {"hf_secret_marker_123"}
     assert {c["version"] for c in calls} == {"0.16.0"}
+    # The engine build holds one GPU of the host's two and sees exactly it; the conversion holds none.
+    assert [c["devices"] for c in calls] == [None, "0"]
+    assert [(r["address"], r["gpus"]) for r in run.records] == [("models/m:checkpoint", []),
+                                                                ("models/m:engine", [0])]
     for path in [ws.root / "dist/run.json", *ws.cache.rglob("manifest.json")]:
         assert "hf_secret_marker_123" not in path.read_text()
     # The engine is committed where dist points, and a second run runs nothing.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
+import sys
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from .digests import digest_of_listing
 from .errors import BuildFailed, LLMBuildError
 from .keys import KeyDocument
 from .protocols import Executor, Server
+from .slots import SlotPool
 from .steps import PathArg, Plan, Step
 from .target import Target
 
@@ -29,13 +32,16 @@ BUILT, RESTORED, UP_TO_DATE, FAILED, SKIPPED = "built", "restored", "up-to-date"
 
 class RunContext(KindContext):
     """What a kind's action sees while it builds into `out`: its narrow context, the plan
-    and key, the staging directory, its dependencies' outputs, and the step runner."""
+    and key, the staging directory, its dependencies' outputs, the step runner, and the
+    GPU IDs it holds (its steps and server see exactly those)."""
 
-    def __init__(self, ws: Workspace, target: Target, plan: Plan, key: str, staging: Staging):
+    def __init__(self, ws: Workspace, target: Target, plan: Plan, key: str, staging: Staging,
+                 gpus: tuple[int, ...] = ()):
         super().__init__(ws, target)
         self.plan = plan
         self.key = key
         self.staging = staging
+        self.gpus = gpus
 
     @property
     def out(self) -> Path:
@@ -63,25 +69,30 @@ class RunContext(KindContext):
         return self._ws.cache.out(self._ws.key(self._target.deps[field])[0])
 
     def run_step(self, step: Step) -> None:
-        invocation = self.toolchain.invocation(step, self.paths(), self.work)
+        invocation = self.toolchain.invocation(step, self.paths(), self.work, gpus=self.gpus)
         self.executor.run(invocation, log_path=self.log, label=str(self.address))
 
     def serve(self, repository: Path, *, log_path: Path, world_size: int,
               progress: Callable[[str], None]) -> AbstractContextManager[Server]:
         """The toolchain's server on `repository`, run by this target's executor."""
         return self.toolchain.serve(repository, executor=self.executor, log_path=log_path,
-                                    progress=progress, world_size=world_size)
+                                    progress=progress, world_size=world_size, gpus=self.gpus)
 
 
 @dataclass(frozen=True)
 class Result:
+    """`started`: Unix time the target began running (once it held its GPUs); `gpus`: their IDs."""
+
     outcome: str
     key: str | None
     seconds: float
     message: str = ""
+    started: float = 0.0
+    gpus: tuple[int, ...] = ()
 
     def as_values(self) -> dict[str, Any]:
-        return {"outcome": self.outcome, "key": self.key, "seconds": round(self.seconds, 3)}
+        return {"outcome": self.outcome, "key": self.key, "seconds": round(self.seconds, 3),
+                "started": round(self.started, 3), "gpus": list(self.gpus)}
 
 
 def unlink_dist(ws: Workspace, target: Target) -> bool:
@@ -114,30 +125,58 @@ def bring_up_to_date(ws: Workspace, target: Target) -> Result:
 
 
 def _bring_up_to_date(ws: Workspace, target: Target) -> Result:
-    started = time.monotonic()
+    started, clock = time.time(), time.monotonic()
     if target.unavailable:
-        return Result(SKIPPED, None, 0.0, target.unavailable)
+        return Result(SKIPPED, None, 0.0, target.unavailable, started=started)
     if target.failure:
         raise LLMBuildError(target.failure)
     key, document = ws.key(target)
     if ws.is_up_to_date(target):
-        return Result(UP_TO_DATE, key, time.monotonic() - started)
+        return Result(UP_TO_DATE, key, time.monotonic() - clock, started=started)
     if not ws.is_committed(target, key):
         with ws.cache.lock(key, who=str(target.address)):
             if not ws.is_committed(target, key):
                 unlink_dist(ws, target)  # before building: even a killed build leaves no stale link
                 ws.cache.evict(key)  # an entry whose output no longer stands (e.g. image deleted)
-                _build(ws, target, key, document)
+                built = _build(ws, target, key, document)
                 link_dist(ws, target, key)
-                return Result(BUILT, key, time.monotonic() - started)
+                return built
     link_dist(ws, target, key)
-    return Result(RESTORED, key, time.monotonic() - started)
+    return Result(RESTORED, key, time.monotonic() - clock, started=started)
 
 
-def _build(ws: Workspace, target: Target, key: str, document: KeyDocument) -> None:
+@contextmanager
+def _holding_gpus(ws: Workspace, target: Target, plan: Plan) -> Iterator[tuple[int, ...]]:
+    """Hold the GPUs the plan asks for, from this host's pool (shared by every process using
+    this cache); none when the pool is empty (nothing declared: demand is not managed)."""
+    pool = ws.toolchain_for(target).gpus_offered if plan.gpus else 0
+    if not pool:
+        yield ()
+        return
+    want = plan.gpus
+
+    def waiting(holders: dict[int, str]) -> None:
+        what = f"GPUs {', '.join(map(str, want))}" if isinstance(want, tuple) else f"{want} GPU(s)"
+        busy = "".join(f"; {slot} held by {who}" for slot, who in sorted(holders.items()))
+        print(f"llmbuild: {target.address}: waiting for {what} (a pool of {pool}{busy})",
+              file=sys.stderr, flush=True)
+
+    slots = SlotPool(ws.cache.root / "locks" / "gpus" / socket.gethostname(), pool)
+    with slots.hold(want, who=str(target.address), on_wait=waiting) as held:
+        yield held
+
+
+def _build(ws: Workspace, target: Target, key: str, document: KeyDocument) -> Result:
+    plan = ws.plan(target)
+    with _holding_gpus(ws, target, plan) as gpus:  # waiting for GPUs is not running: the clock starts after
+        return _run(ws, target, plan, key, document, gpus)
+
+
+def _run(ws: Workspace, target: Target, plan: Plan, key: str, document: KeyDocument,
+         gpus: tuple[int, ...]) -> Result:
+    started, clock = time.time(), time.monotonic()
     staging = ws.cache.stage(key)
-    ctx = RunContext(ws, target, ws.plan(target), key, staging)
-    started = time.time()
+    ctx = RunContext(ws, target, plan, key, staging, gpus)
     try:
         target.kind.run(ctx)
     except (Exception, KeyboardInterrupt) as err:
@@ -149,7 +188,8 @@ def _build(ws: Workspace, target: Target, key: str, document: KeyDocument) -> No
             raise
         reason = reason.replace(str(staging.path), str(failed))  # paths in the attempt: where it is kept
         raise BuildFailed(f"{target.address} failed: {reason}; log: {failed / LOG}; "
-                          f"output so far: {failed / OUT}", log=failed / LOG) from err
+                          f"output so far: {failed / OUT}", log=failed / LOG,
+                          started=started, gpus=gpus) from err
     outputs = ws.digests.tree_files(staging.out)
     ws.cache.commit(staging, {
         "key": key,
@@ -162,6 +202,7 @@ def _build(ws: Workspace, target: Target, key: str, document: KeyDocument) -> No
         "started": started,
         "seconds": round(time.time() - started, 3),
     })
+    return Result(BUILT, key, time.monotonic() - clock, started=started, gpus=gpus)
 
 
 def _log_failure(log: Path, target: Target, err: BaseException, reason: str) -> None:

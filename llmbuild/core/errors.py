@@ -31,11 +31,15 @@ class LLMBuildError(Exception):
 
 
 class BuildFailed(LLMBuildError):
-    """A tool ran and failed; its log is kept where the message says (and `log` names it)."""
+    """A tool ran and failed; its log is kept where the message says (and `log` names it).
+    `started` and `gpus`: when the failed run began and the GPU IDs it held (for dist/run.json)."""
 
-    def __init__(self, message: str, *, log: Path | None = None, **where: str | None):
+    def __init__(self, message: str, *, log: Path | None = None, started: float | None = None,
+                 gpus: tuple[int, ...] = (), **where: str | None):
         super().__init__(message, **where)
         self.log = log
+        self.started = started
+        self.gpus = gpus
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

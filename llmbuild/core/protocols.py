@@ -56,6 +56,7 @@ class Invocation:
     env: Mapping[str, str] = field(default_factory=dict)
     secret_env: tuple[str, ...] = ()
     gpus: int = 0  # devices the step needs (tp x pp for an engine build)
+    devices: tuple[int, ...] = ()  # the GPU IDs its target holds from the host's pool (env names them)
     uses_devices: bool = False  # real GPUs to request (False on the CPU lane)
     tensorrt_llm_runtime: bool = False  # the NCCL/MPI shared memory and ulimits TensorRT-LLM needs
 
@@ -104,7 +105,8 @@ class Toolchain(Protocol):
     trtllm_version: str
     tensorrt_version: str | None
     gpu_arch: str | None
-    gpus_offered: int | None  # GPUs the host declares (None: unknown)
+    gpus_offered: int  # the host's pool of GPUs steps take theirs from (0: demand not managed)
+    gpus_origin: str  # where that number comes from, for messages
     gpu_memory_gib: float | None
 
     @property
@@ -113,14 +115,17 @@ class Toolchain(Protocol):
     def device_identity(self) -> dict[str, Any]:
         """What a built engine depends on besides its inputs (TensorRT build, GPU arch)."""
 
-    def invocation(self, step: Any, paths: Mapping[PathArg, Path], work: Path) -> Invocation: ...
+    def invocation(self, step: Any, paths: Mapping[PathArg, Path], work: Path,
+                   gpus: tuple[int, ...] = ()) -> Invocation:
+        """The step's invocation; `gpus`: the IDs its target holds, which its tools see."""
 
     def serving_unavailable(self, executor: Executor) -> str | None: ...
 
     def server_identity(self) -> dict[str, Any]: ...
 
     def serve(self, repository: Path, *, executor: Executor, log_path: Path,
-              progress: Callable[[str], None], world_size: int) -> AbstractContextManager[Server]: ...
+              progress: Callable[[str], None], world_size: int,
+              gpus: tuple[int, ...] = ()) -> AbstractContextManager[Server]: ...
 
 
 @dataclass(frozen=True)

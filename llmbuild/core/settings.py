@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -86,10 +87,11 @@ def load_settings(root: Path, environ: Mapping[str, str] | None = None,
     overrides = dict(ENV_OVERRIDES)
     for subsystem in subsystems or ():
         overrides.update(subsystem.env)
+    owners = dict(iter_subsystem_keys(subsystems or ()))
     for variable, key in overrides.items():
         if environ.get(variable):
-            table[key] = environ[variable]
-    owners = dict(iter_subsystem_keys(subsystems or ()))
+            model = owners[key].model if key in owners else Settings
+            table[key] = _from_environment(variable, environ[variable], model.model_fields[key].annotation)
     core = {k: v for k, v in table.items() if k in Settings.model_fields}
     unknown = [k for k in table if k not in core and k not in owners]
     if subsystems is not None and unknown:
@@ -101,6 +103,17 @@ def load_settings(root: Path, environ: Mapping[str, str] | None = None,
         mine = {k: v for k, v in table.items() if owners.get(k) is subsystem}
         settings._options[subsystem.model] = _validate(subsystem.model, mine)
     return settings
+
+
+def _from_environment(variable: str, text: str, annotation: Any) -> Any:
+    """An environment value for a key that takes an integer (and no string) is read as one."""
+    types = typing.get_args(annotation) or (annotation,)  # `int | None` -> (int, None)
+    if int not in types or str in types:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise LLMBuildError(f"{variable}={text!r}: expected a whole number") from None
 
 
 def _validate(model: type[M], values: dict[str, Any]) -> M:

@@ -48,3 +48,6 @@ class Plan:
     params: dict[str, Any]
     steps: tuple[Step, ...] = ()
     extra_identity: dict[str, Any] = field(default_factory=dict)  # e.g. digest of generator code
+    #: GPUs the target holds while it runs, taken from the host's pool: how many (any free
+    #: ones), or exactly these IDs. Not in the key: which devices ran a build does not change it.
+    gpus: int | tuple[int, ...] = 0

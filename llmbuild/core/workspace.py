@@ -112,7 +112,8 @@ class Workspace:
         document = KeyDocument(
             kind=target.kind.name, params={"fields": target.fields.model_dump(mode="json"), "root": str(self.root),
                                            "address": str(target.address), "settings": self.settings.fingerprint(),
-                                           "lane": self.lane, "paths": {f: str(p) for f, p in target.sources.items()}},
+                                           "lane": self.lane, "paths": {f: str(p) for f, p in target.sources.items()},
+                                           "gpus": self.toolchain_for(target).gpus_offered},
             steps=[], toolchain={"llmbuild": self._code_digest(target.kind)},
             sources={field: digest_of_listing(files) for field, files in self.source_files(target).items()},
             deps=deps)

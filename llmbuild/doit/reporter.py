@@ -1,4 +1,7 @@
-"""Record each target's outcome of a doit run into dist/run.json, whatever happens."""
+"""Record each target's outcome of a doit run into dist/run.json, whatever happens.
+
+Each row: address, kind, outcome, key, seconds, `started` (Unix time the target began
+running, once it held its GPUs; else when it was processed) and `gpus` (the IDs it held)."""
 
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ class RunRecord:
     def __init__(self, outstream, options=None):
         super().__init__(outstream, options)
         self._records: dict[str, dict] = {}
-        self._started: dict[str, float] = {}
+        self._started: dict[str, float] = {}  # monotonic, for seconds
+        self._began: dict[str, float] = {}  # Unix time, for started
 
     def initialize(self, tasks, selected_tasks):
         """A run starts: containers a killed earlier run left behind go first."""
@@ -39,7 +43,8 @@ class RunRecord:
         return None if ws is None else ws.targets_by_name.get(task.name)
 
     def _record(self, task, outcome: str, seconds: float | None = None, key: str | None = None,
-                note: str | None = None, log: str | None = None) -> None:
+                note: str | None = None, log: str | None = None, started: float | None = None,
+                gpus: list[int] | tuple[int, ...] = ()) -> None:
         target = self._target(task)
         if target is None:
             return
@@ -50,8 +55,10 @@ class RunRecord:
                 key = None
         if seconds is None:
             seconds = time.monotonic() - self._started.get(task.name, time.monotonic())
+        if started is None:
+            started = self._began.get(task.name, time.time())
         record = {"address": task.name, "kind": target.kind.name, "outcome": outcome,
-                  "key": key, "seconds": round(seconds, 3)}
+                  "key": key, "seconds": round(seconds, 3), "started": round(started, 3), "gpus": list(gpus)}
         if note:
             record["note"] = note
         if log:
@@ -60,12 +67,14 @@ class RunRecord:
 
     def execute_task(self, task):
         self._started[task.name] = time.monotonic()
+        self._began[task.name] = time.time()
         super().execute_task(task)
 
     def add_success(self, task):
         values = getattr(task, "values", None) or {}
         if "outcome" in values:
-            self._record(task, values["outcome"], values.get("seconds"), values.get("key"))
+            self._record(task, values["outcome"], values.get("seconds"), values.get("key"),
+                         started=values.get("started"), gpus=values.get("gpus", ()))
         super().add_success(task)
 
     def add_failure(self, task, fail_info):
@@ -77,7 +86,8 @@ class RunRecord:
         else:
             log = getattr(fail_info, "log", None)
             self._record(task, FAILED, note=fail_info.message.strip().splitlines()[0],
-                         log=log and str(log))
+                         log=log and str(log), started=getattr(fail_info, "started", None),
+                         gpus=getattr(fail_info, "gpus", ()))
         super().add_failure(task, fail_info)
 
     def skip_uptodate(self, task):
@@ -105,6 +115,7 @@ class RunRecord:
                 self._records[name] = {"address": name, "kind": ws.targets_by_name[name].kind.name,
                                        "outcome": FAILED, "key": None,
                                        "seconds": round(time.monotonic() - self._started[name], 3),
+                                       "started": round(self._began[name], 3), "gpus": [],
                                        "note": "interrupted"}
         order = {str(t.address): i for i, t in enumerate(ws.order)}
         targets = sorted(self._records.values(), key=lambda r: order.get(r["address"], 0))

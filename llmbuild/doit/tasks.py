@@ -38,6 +38,7 @@ def run_target(address: str):
     except LLMBuildError as err:
         failure = TaskFailed(str(err))
         failure.log = getattr(err, "log", None)  # the kept attempt's log, for dist/run.json
+        failure.started, failure.gpus = getattr(err, "started", None), getattr(err, "gpus", ())
         return failure
     return result.as_values()
 

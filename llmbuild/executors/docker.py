@@ -699,6 +699,9 @@ class DockerExecutor:
         used = sorted(invocation.placeholders(), key=container_path)
         mounts = [Mount(invocation.paths[arg], container_path(arg), read_only=arg.role != "out") for arg in used]
         env = {**{k: os.environ[k] for k in invocation.secret_env if k in os.environ}, **invocation.env}
+        gpus = _gpus(invocation.devices or invocation.gpus) if invocation.uses_devices else None
+        if isinstance(gpus, tuple):  # inside, the requested devices are all there is, numbered from 0
+            env.pop("CUDA_VISIBLE_DEVICES", None)
         program = invocation.program
         prefix = list(program.argv)
         if program.python_module:
@@ -714,7 +717,7 @@ class DockerExecutor:
         return ContainerRun(
             image=image, argv=tuple(prefix + invocation.resolved_args({a: container_path(a) for a in used})),
             mounts=tuple(mounts), workdir="/tmp", env=env,  # scratch (e.g. model.cache) stays inside
-            gpus=invocation.gpus if invocation.uses_devices and invocation.gpus else None,
+            gpus=gpus,
             shm_size=SHM_SIZE if runtime else None, ulimits=ULIMITS if runtime else {}, network=False,
             labels={"llmbuild.target": "step"})
 
@@ -742,13 +745,13 @@ class DockerExecutor:
                 "gpus": invocation.gpus, "user": run.user, "docker_run": docker_run_command(run)}
 
     @contextmanager
-    def running(self, argv: list[str], *, repository: Path, gpus: int, port: int, log_path: Path,
-                label: str) -> Iterator[RunningServer]:
+    def running(self, argv: list[str], *, repository: Path, gpus: int | tuple[int, ...], port: int,
+                log_path: Path, label: str) -> Iterator[RunningServer]:
         """A server in this image with `repository` at /models and its `port` published on a
-        free loopback port."""
+        free loopback port, on `gpus` (these device IDs, or any that many)."""
         host_port = _free_port()
         run = ContainerRun(image=self.image(True), argv=tuple(argv), mounts=(Mount(repository, "/models"),),
-                           gpus=gpus, shm_size=SHM_SIZE, ulimits=ULIMITS, ports={port: host_port},
+                           gpus=_gpus(gpus), shm_size=SHM_SIZE, ulimits=ULIMITS, ports={port: host_port},
                            labels={"llmbuild.target": "serve"})
         with running_container(run, log_path=log_path, label=label) as container:
             yield RunningServer(f"127.0.0.1:{host_port}", container)
@@ -764,6 +767,11 @@ class RunningServer:
         if self.container.status in ("created", "running"):
             return None
         return self.container.attrs["State"]["ExitCode"]
+
+
+def _gpus(gpus: int | tuple[int, ...]) -> int | tuple[str, ...]:
+    """ContainerRun.gpus for GPUs a step holds (exactly those IDs) or needs (any that many)."""
+    return tuple(map(str, gpus)) if isinstance(gpus, tuple) else gpus
 
 
 def _free_port() -> int:

@@ -5,14 +5,31 @@ from __future__ import annotations
 from ..core.context import KindContext
 
 
+def gpu_demand(ctx: KindContext, world: int) -> int | tuple[int, ...]:
+    """What the target holds while it runs (Plan.gpus): the IDs its `gpus` lists, else `world` GPUs."""
+    given = getattr(ctx.fields, "gpus", None)
+    return tuple(given) if given is not None else world
+
+
 def check_gpus(ctx: KindContext, world: int, source: str) -> None:
     """tp x pp ranks (from `source`, a field or target) need that many GPUs: the IDs the target
-    lists in `gpus`, or what the host offers."""
+    lists in `gpus`, or any of the host's pool."""
     given = getattr(ctx.fields, "gpus", None)
     if given is not None and len(given) != world:
         raise ctx.error(f"tp_size x pp_size is {world} (from {source}) but gpus lists "
                         f"{len(given)} device(s)", key="gpus")
-    offered = ctx.toolchain.gpus_offered
-    if offered is not None and world > offered:
-        raise ctx.error(f"needs {world} GPUs (tp_size x pp_size, from {source}) but "
-                        f"[tool.llmbuild.host] gpus = {offered}", key="gpus")
+    check_pool(ctx, world, f"tp_size x pp_size, from {source}")
+
+
+def check_pool(ctx: KindContext, count: int, why: str) -> None:
+    """The host's pool holds `count` GPUs, and every ID the target's `gpus` lists; without a
+    pool (none declared on the CPU lane, no nvidia-smi on the GPU lane) nothing is checked."""
+    pool, origin = ctx.toolchain.gpus_offered, ctx.toolchain.gpus_origin
+    if not pool:
+        return
+    if count > pool:
+        raise ctx.error(f"needs {count} GPUs ({why}) but the pool has {pool} ({origin})", key="gpus")
+    outside = [i for i in getattr(ctx.fields, "gpus", None) or () if i >= pool]
+    if outside:
+        raise ctx.error(f"gpus lists device {outside[0]} but the pool has {pool} (IDs 0 to {pool - 1}; "
+                        f"{origin})", key="gpus")

@@ -19,6 +19,7 @@ from ..core.target import FieldGroup, Flag, Kind, Source, flag_values, register
 from ..toolchains.subsystem import ToolFields
 from ..toolchains.trtllm import flags
 from ..toolchains.trtllm.command import flag_args
+from ._shared import check_pool, gpu_demand
 
 #: Converter script per model family (TensorRT-LLM's examples/<family>/convert_checkpoint.py).
 CONVERTERS = {"llama": "convert_checkpoint.py:llama"}
@@ -152,6 +153,8 @@ class Checkpoint(Kind):
 
     def check(self, ctx):
         f: CheckpointFields = ctx.fields
+        if f.gpus is not None:
+            check_pool(ctx, len(f.gpus), "listed in gpus")
         model = ctx.own_facts()["model"]
         if not model:  # source not present (plan/render without data): nothing to check against
             return
@@ -197,4 +200,4 @@ class Checkpoint(Kind):
             raise ctx.error(str(err)) from None
         except LLMBuildError as err:
             raise ctx.error(err.message) from None
-        return Plan(params={"tool": tool, **passed}, steps=(step,))
+        return Plan(params={"tool": tool, **passed}, steps=(step,), gpus=gpu_demand(ctx, 0))

@@ -21,7 +21,7 @@ from ..toolchains.subsystem import ToolFields
 from ..toolchains.trtllm import flags
 from ..toolchains.trtllm.build_config import BuildConfigError, build_config, hf_rotary_scaling
 from ..toolchains.trtllm.command import flag_args
-from ._shared import check_gpus
+from ._shared import check_gpus, gpu_demand
 
 TOOL = "trtllm-build"
 PluginDtype = Literal["auto", "float16", "float32", "bfloat16", "int32", "disable"]
@@ -232,14 +232,16 @@ class Engine(Kind):
         if f.lora and f.lora.dirs:
             for index in range(len(f.lora.dirs)):
                 check_adapter(ctx, ctx.sources[f"lora.dirs.{index}"], f.lora, self._values(ctx)["lora_plugin"])
+        check_gpus(ctx, facts["world_size"], str(ctx.dep("checkpoint").address))
         if ctx.lane == "gpu":
-            check_gpus(ctx, facts["world_size"], str(ctx.dep("checkpoint").address))
             estimate_memory(ctx)
 
     def plan(self, ctx):
         argv, passed, _ = self._argv(ctx)
-        step = Step(TOOL, tuple(argv), gpus=ctx.facts_of("checkpoint")["world_size"])
-        return Plan(params=passed, steps=(step,), extra_identity=ctx.toolchain.device_identity())
+        world = ctx.facts_of("checkpoint")["world_size"]
+        step = Step(TOOL, tuple(argv), gpus=world)
+        return Plan(params=passed, steps=(step,), extra_identity=ctx.toolchain.device_identity(),
+                    gpus=gpu_demand(ctx, world))
 
 
 #: TensorRT-LLM LoRA module -> Hugging Face (PEFT) module name, as its HF LoRA loader maps them.

@@ -23,7 +23,7 @@ from ..core.steps import Plan
 from ..core.context import KindContext
 from ..core.target import FieldGroup, Kind, Ref, register
 from ..toolchains.subsystem import ToolFields
-from ._shared import check_gpus
+from ._shared import check_gpus, gpu_demand
 
 Endpoint = Literal["ensemble", "tensorrt_llm_bls"]
 
@@ -121,8 +121,8 @@ class Smoke(Kind):
                 raise ctx.error(
                     f"max_tokens {request.max_tokens} leaves no room for a prompt: the engine behind "
                     f"{repository_dep.address} has max_seq_len {limit}", key=prefix + "max_tokens")
+        check_gpus(ctx, repository["world_size"], repository["engine"])
         if ctx.lane == "gpu":
-            check_gpus(ctx, repository["world_size"], repository["engine"])
             check_serving_versions(ctx, repository)
 
     def plan(self, ctx):
@@ -130,7 +130,8 @@ class Smoke(Kind):
         requests = [r.model_dump() for r in ctx.fields.all_requests()]
         for request in requests:
             request["endpoint"] = request["endpoint"] or repository["entrypoint"]
-        return Plan(params={"requests": requests}, extra_identity=ctx.toolchain.server_identity())
+        return Plan(params={"requests": requests}, extra_identity=ctx.toolchain.server_identity(),
+                    gpus=gpu_demand(ctx, repository["world_size"]))
 
     def run(self, ctx):
         repository = ctx.dep_out("repository")

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..core.protocols import Executor, Invocation, Program
 from ..core.steps import PathArg, Step
-from .subsystem import HostSettings
+from .subsystem import GpuPool, HostSettings
 
 #: Secrets the real tools read from the environment: passed through by name, never recorded.
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -22,12 +22,13 @@ class BaseToolchain:
     uses_devices = False  # whether steps get real GPUs
     tensorrt_llm_runtime = False  # whether steps need TensorRT-LLM's shared memory and ulimits
 
-    def __init__(self, *, trtllm_version: str, host: HostSettings, tensorrt_version: str | None = None):
+    def __init__(self, *, trtllm_version: str, host: HostSettings, pool: GpuPool,
+                 tensorrt_version: str | None = None):
         self.trtllm_version = trtllm_version
         self.host = host
         self.tensorrt_version = tensorrt_version or host.tensorrt_version
         self.gpu_arch = host.gpu_arch
-        self.gpus_offered = host.gpus
+        self.gpus_offered, self.gpus_origin = pool
         self.gpu_memory_gib = host.gpu_memory_gib
 
     @cached_property
@@ -44,10 +45,11 @@ class BaseToolchain:
     def device_identity(self) -> dict[str, Any]:
         return {}
 
-    def invocation(self, step: Step, paths: Mapping[PathArg, Path], work: Path) -> Invocation:
+    def invocation(self, step: Step, paths: Mapping[PathArg, Path], work: Path,
+                   gpus: tuple[int, ...] = ()) -> Invocation:
         return Invocation(program=self.program(step.tool), args=step.argv, paths=paths, work=work,
-                          env={"LLMBUILD_TRTLLM_VERSION": self.trtllm_version}, secret_env=SECRET_ENV,
-                          gpus=step.gpus, uses_devices=self.uses_devices,
+                          env={"LLMBUILD_TRTLLM_VERSION": self.trtllm_version, **device_env(gpus)},
+                          secret_env=SECRET_ENV, gpus=step.gpus, devices=gpus, uses_devices=self.uses_devices,
                           tensorrt_llm_runtime=self.tensorrt_llm_runtime)
 
     def serving_unavailable(self, executor: Executor) -> str | None:
@@ -55,3 +57,11 @@ class BaseToolchain:
 
     def server_identity(self) -> dict[str, Any]:
         return {}
+
+
+def device_env(gpus: tuple[int, ...]) -> dict[str, str]:
+    """What a program holding `gpus` sees: exactly those devices, numbered as nvidia-smi (and
+    Docker's device requests) number them, not fastest first as CUDA does by default."""
+    if not gpus:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}

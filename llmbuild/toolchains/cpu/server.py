@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from llmbuild.toolchains.client import TritonStartError, wait_until_ready
 from llmbuild.toolchains.cpu.install import TritonEnv, pdeathsig_preexec
@@ -129,6 +129,7 @@ class TritonServer:
         exit_timeout_secs: int = 3,
         extra_args: Sequence[str] = (),
         host: str = "127.0.0.1",
+        environment: Mapping[str, str] | None = None,
     ):
         if model_control not in ("none", "explicit"):
             raise ValueError(f"model_control must be 'none' or 'explicit', not {model_control!r}")
@@ -144,6 +145,7 @@ class TritonServer:
         self.exit_timeout_secs = exit_timeout_secs
         self.extra_args = tuple(extra_args)
         self.host = host
+        self.environment = dict(environment or {})  # on top of the install's (e.g. CUDA_VISIBLE_DEVICES)
         self._workdir_arg = Path(workdir).resolve() if workdir is not None else None
         self._workdir: Path | None = None
         self._own_workdir = False
@@ -328,7 +330,7 @@ class TritonServer:
             self._proc = subprocess.Popen(
                 argv,
                 cwd=self._workdir,
-                env=self.env.env(),
+                env={**self.env.env(), **self.environment},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

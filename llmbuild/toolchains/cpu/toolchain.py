@@ -8,7 +8,7 @@ from typing import Any
 from ...core.digests import code_digest
 from ...core.errors import LLMBuildError
 from ...core.protocols import Executor, Program
-from ..base import BaseToolchain
+from ..base import BaseToolchain, device_env
 
 #: The CPU Triton server and its install serve and build nothing: not part of the stand-ins'
 #: identity (a change to them must not rebuild checkpoints and engines).
@@ -44,11 +44,12 @@ class CpuToolchain(BaseToolchain):
 
         return {"tritonserver": TRITON_VERSION}
 
-    def serve(self, repository: Path, *, executor: Executor, log_path: Path, progress, world_size: int):
+    def serve(self, repository: Path, *, executor: Executor, log_path: Path, progress, world_size: int,
+              gpus: tuple[int, ...] = ()):
         """The real Triton from the nvidia-pytriton wheel, installed under the cache on first use,
-        on this host whatever executor runs the build steps."""
+        on this host whatever executor runs the build steps (seeing the GPUs the smoke holds)."""
         from .install import ensure_cpu_triton
         from .server import TritonServer
 
         env = ensure_cpu_triton(self.toolchains_dir, progress=progress)
-        return TritonServer(repository, env, log_path=log_path)
+        return TritonServer(repository, env, log_path=log_path, environment=device_env(gpus))

@@ -131,8 +131,10 @@ def main(argv: list[str]) -> int:
         pretrained["mapping"]["gpus_per_node"] = getattr(args, "gpus_per_node", 8)
     if getattr(args, "streamingllm", "disable") == "enable" and pretrained["architecture"] != "LlamaForCausalLM":
         raise ToolError("StreamingLLM is only supported in the llama model.")
+    devices = os.environ.get("CUDA_VISIBLE_DEVICES")  # the GPUs the build holds (simulated here)
     progress(PROG, f"emulating TensorRT-LLM {version}: {pretrained['architecture']} "
-                   f"world_size={pretrained['mapping']['world_size']} -> {out}")
+                   f"world_size={pretrained['mapping']['world_size']} -> {out}"
+                   + (f" on CUDA_VISIBLE_DEVICES={devices}" if devices is not None else ""))
     notes: list[str] = []
     try:
         bc = build_config(args, version, pretrained, notes, environ=os.environ)

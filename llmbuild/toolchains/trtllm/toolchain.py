@@ -44,11 +44,12 @@ class TrtllmToolchain(BaseToolchain):
 
     @contextmanager
     def serve(self, repository: Path, *, executor: Executor, log_path: Path, progress,
-              world_size: int) -> Iterator[Any]:
-        """tritonserver (under mpirun for more than one rank) in the executor's container."""
+              world_size: int, gpus: tuple[int, ...] = ()) -> Iterator[Any]:
+        """tritonserver (under mpirun for more than one rank) in the executor's container, on the
+        GPUs the smoke holds (else any world_size ones)."""
         from ..client import TritonStartError, wait_until_ready
 
-        with executor.running(triton_launch_argv(world_size), repository=repository, gpus=world_size,
+        with executor.running(triton_launch_argv(world_size), repository=repository, gpus=gpus or world_size,
                               port=TRITON_HTTP_PORT, log_path=log_path, label="tritonserver") as server:
             wait_until_ready(server.http_url, deadline=time.monotonic() + READY_TIMEOUT,
                              exited=server.exit_code, timeout=READY_TIMEOUT,
