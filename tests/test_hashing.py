@@ -17,6 +17,7 @@ import pytest
 from conftest import TINY_HF
 from llmbuild.core import digests
 from llmbuild.core.digests import DigestCache, digest_of_listing, hash_file
+from llmbuild.core.keys import Change
 
 #: Official BLAKE3 test vectors (BLAKE3-team/BLAKE3 test_vectors.json: input byte i is i % 251),
 #: and the hash of b"abc".
@@ -61,6 +62,9 @@ def test_file_digests_are_blake3_reference_values(tmp_path):
     files = DigestCache(tmp_path / "d.sqlite3").tree_files(tmp_path / "abc")
     assert files == {"": ABC}
     assert digest_of_listing(files) == "blake3:" + blake3.blake3(f"{ABC}  \n".encode()).hexdigest()
+    # ... which `llmbuild explain` shortens.
+    change = Change("dependency", "checkpoint", "blake3:" + "a" * 64, "blake3:" + "b" * 64)
+    assert change.describe() == "dependency checkpoint: blake3:aaaaaaaaaaaa… -> blake3:bbbbbbbbbbbb…"
 
 
 # -- (c) several threads, forked processes --------------------------------------------------------
