@@ -45,7 +45,7 @@ def run_json(ws) -> dict:
     return json.loads((ws.root / "dist" / "run.json").read_text())
 
 
-# -- (b) the digest is BLAKE3 ---------------------------------------------------------------------
+# -- the digest is BLAKE3 ---------------------------------------------------------------------
 
 
 def test_file_digests_are_blake3_reference_values(tmp_path):
@@ -67,7 +67,7 @@ def test_file_digests_are_blake3_reference_values(tmp_path):
     assert change.describe() == "dependency checkpoint: blake3:aaaaaaaaaaaa… -> blake3:bbbbbbbbbbbb…"
 
 
-# -- (c) several threads, forked processes --------------------------------------------------------
+# -- several threads, forked processes --------------------------------------------------------
 
 
 def _hash_big(path: str) -> str:
@@ -164,7 +164,7 @@ def test_doit_n_2_hashes_large_sources_and_outputs_on_threads_and_finishes(make_
     assert record["hashed"]["files"] == 2  # the main process's count: the sources
 
 
-# -- (a) each source hashed once, ever ------------------------------------------------------------
+# -- each source hashed once, ever ------------------------------------------------------------
 
 
 @pytest.mark.slow
