@@ -11,7 +11,7 @@ size; it is read once before timing, so the figures are hashing from the page ca
 the disk. Each method runs `repeat` times: GB/s is of the fastest run (others' load on a
 shared machine only slows a run down), the median is kept too.
 
-Usage: python benchmarks/hash_throughput.py [--size-gb 2] [--repeat 3]
+Usage: python benchmarks/hash_throughput.py [--size-gb 2] [--repeat 5]
 Prints one line per method and writes benchmarks/results/hash_throughput.json.
 `benchmarks/run.py` calls `measure(size_bytes)`.
 """
@@ -72,7 +72,7 @@ def methods() -> list[tuple[str, int, Callable[[Path], str]]]:
     return ours + [("md5", 1, _hashlib("md5")), ("sha256", 1, _hashlib("sha256"))]
 
 
-def measure(size_bytes: int, repeat: int = 3) -> dict:
+def measure(size_bytes: int, repeat: int = 5) -> dict:
     """Throughput of each method on a synthetic file of `size_bytes`: the JSON this script writes."""
     path = synthetic_file(size_bytes)
     with open(path, "rb") as handle:  # into the page cache
@@ -107,7 +107,7 @@ def table(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gb", type=float, default=2.0, help="size of the synthetic file (GB, 10^9 bytes)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per method; the fastest counts")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per method; the fastest counts")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args()
     result = measure(int(args.size_gb * 1e9), repeat=args.repeat)
