@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 import sqlite3
 from pathlib import Path
 
+import blake3
 import pytest
 
 from llmbuild.core import digests
@@ -36,8 +36,8 @@ def day(monkeypatch):
     return today
 
 
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def b3(text: str) -> str:
+    return blake3.blake3(text.encode()).hexdigest()
 
 
 def tree(root: Path, files: dict[str, str]) -> Path:
@@ -56,11 +56,11 @@ def test_a_second_process_hashes_nothing_unchanged(tmp_path, hashed):
     src = tree(tmp_path / "src", {"a.txt": "a", "sub/b.txt": "bb"})
     db = tmp_path / "cache" / "digests.sqlite3"
     first = DigestCache(db).tree_files(src)
-    assert first == {"a.txt": sha("a"), "sub/b.txt": sha("bb")}
+    assert first == {"a.txt": b3("a"), "sub/b.txt": b3("bb")}
     assert len(hashed) == 2
     assert DigestCache(db).tree_files(src) == first  # a new process: rows read from the table
     assert len(hashed) == 2
-    assert DigestCache(db).tree_files(src / "a.txt") == {"": sha("a")}
+    assert DigestCache(db).tree_files(src / "a.txt") == {"": b3("a")}
     assert len(hashed) == 2
 
 
@@ -68,15 +68,15 @@ def test_a_changed_file_is_rehashed_and_hard_links_share_a_row(tmp_path, hashed)
     src = tree(tmp_path / "src", {"a.txt": "a", "b.txt": "b"})
     os.link(src / "b.txt", src / "c.txt")
     cache = DigestCache(tmp_path / "d.sqlite3")
-    assert cache.tree_files(src) == {"a.txt": sha("a"), "b.txt": sha("b"), "c.txt": sha("b")}
+    assert cache.tree_files(src) == {"a.txt": b3("a"), "b.txt": b3("b"), "c.txt": b3("b")}
     assert sorted(p.name for p in hashed) == ["a.txt", "b.txt"]
     (src / "a.txt").write_text("changed")
-    assert DigestCache(tmp_path / "d.sqlite3").tree_files(src)["a.txt"] == sha("changed")
+    assert DigestCache(tmp_path / "d.sqlite3").tree_files(src)["a.txt"] == b3("changed")
     assert sorted(p.name for p in hashed) == ["a.txt", "a.txt", "b.txt"]
     # Same size, new mtime: also re-hashed.
     (src / "b.txt").unlink()
     (src / "b.txt").write_text("x")
-    assert DigestCache(tmp_path / "d.sqlite3").tree_files(src)["b.txt"] == sha("x")
+    assert DigestCache(tmp_path / "d.sqlite3").tree_files(src)["b.txt"] == b3("x")
 
 
 def test_rows_are_looked_up_by_key_never_loaded_whole(tmp_path):
@@ -89,8 +89,8 @@ def test_rows_are_looked_up_by_key_never_loaded_whole(tmp_path):
     cache = DigestCache(db)
     statements: list[str] = []
     cache._connection().set_trace_callback(statements.append)
-    assert cache.tree_files(src) == {"a.txt": sha("a")}
-    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "digests" in s]
+    assert cache.tree_files(src) == {"a.txt": b3("a")}
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and digests.TABLE in s]
     assert reads and all("WHERE" in s.upper() for s in reads), reads
 
 
@@ -98,11 +98,11 @@ def test_last_use_is_recorded_at_most_once_a_day(tmp_path, day):
     db = tmp_path / "d.sqlite3"
     src = tree(tmp_path / "src", {"a.txt": "a"})
     DigestCache(db).tree_files(src)
-    assert rows(db) == [(1, sha("a"), 20_000)]
+    assert rows(db) == [(1, b3("a"), 20_000)]
     day[0] += 3
     cache = DigestCache(db)
     cache.tree_files(src)
-    assert rows(db) == [(1, sha("a"), 20_003)]
+    assert rows(db) == [(1, b3("a"), 20_003)]
     later = DigestCache(db)
     writes: list[str] = []
     later._connection().set_trace_callback(writes.append)
@@ -133,15 +133,22 @@ def test_rows_unused_for_keep_days_are_pruned_once_a_day_through_the_index(tmp_p
     assert "USING COVERING INDEX" in plan or "USING INDEX" in plan, plan
 
 
-def test_the_unbounded_table_of_earlier_versions_is_dropped(tmp_path):
+def test_tables_of_earlier_versions_are_dropped_and_never_read(tmp_path):
+    """`digests` was never pruned; `file_digests` holds SHA-256 digests, as long as ours: a row
+    of it for an unchanged file must not pass for that file's BLAKE3."""
     db = tmp_path / "d.sqlite3"
+    src = tree(tmp_path / "src", {"a": "a"})
+    st = os.stat(src / "a")
     with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE digests (dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, "
-                     "digest TEXT, PRIMARY KEY (dev, ino, size, mtime))")
-    DigestCache(db).tree_files(tree(tmp_path / "src", {"a": "a"}))
+        for table in ("digests", "file_digests"):
+            conn.execute(f"CREATE TABLE {table} (dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, "
+                         "digest TEXT, used INTEGER, PRIMARY KEY (dev, ino, size, mtime))")
+            conn.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)",
+                         (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, "5" * 64, digests._today()))
+    assert DigestCache(db).tree_files(src) == {"a": b3("a")}
     with sqlite3.connect(db) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert "digests" not in tables and digests.TABLE in tables
+    assert tables == {digests.TABLE, "meta"}
 
 
 def _hash_tree(args: tuple[str, str]) -> dict[str, str]:
@@ -154,6 +161,6 @@ def test_concurrent_processes_share_the_table(tmp_path):
     db = tmp_path / "d.sqlite3"
     with multiprocessing.get_context("fork").Pool(4) as pool:
         results = pool.map(_hash_tree, [(str(db), str(src))] * 4)
-    expected = {f"f{i}.txt": sha(str(i)) for i in range(300)}
+    expected = {f"f{i}.txt": b3(str(i)) for i in range(300)}
     assert all(result == expected for result in results)
     assert len(rows(db)) == 300

@@ -36,7 +36,7 @@ def canonical_json(document: Any) -> str:
 
 def _short(value: Any) -> str:
     text = str(value)
-    if text.startswith("sha256:") and len(text) > 19:
+    if text.startswith(("sha256:", "blake3:")) and len(text) > 19:
         return text[:19] + "…"
     return text if len(text) <= 80 else text[:77] + "…"
 

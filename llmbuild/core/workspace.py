@@ -128,8 +128,8 @@ class Workspace:
                 package = Path(__file__).resolve().parents[1]
                 files = sorted(p for p in package.rglob("*") if p.suffix in (".py", ".json"))
                 self._code_digests[None] = digest_of_listing(
-                    dict(zip(map(str, files), self.digests.digests([(f, f.stat()) for f in files]))))
-            [own] = self.digests.digests([(module, module.stat())])
+                    dict(zip(map(str, files), self.digests.digests([(f, f.stat()) for f in files], counted=False))))
+            [own] = self.digests.digests([(module, module.stat())], counted=False)
             self._code_digests[module] = digest_of_listing({"llmbuild": self._code_digests[None], str(module): own})
         return self._code_digests[module]
 

@@ -119,7 +119,9 @@ class RunRecord:
                                        "note": "interrupted"}
         order = {str(t.address): i for i, t in enumerate(ws.order)}
         targets = sorted(self._records.values(), key=lambda r: order.get(r["address"], 0))
-        write_json_atomic(ws.dist / "run.json", {"lane": ws.lane, "targets": targets})
+        hashed = ws.digests.hashed  # this process's: a `doit -n` worker's output digests are not in it
+        write_json_atomic(ws.dist / "run.json", {"lane": ws.lane, "targets": targets, "hashed": {
+            "files": hashed["files"], "bytes": hashed["bytes"], "seconds": round(hashed["seconds"], 3)}})
 
     def _target_name(self, name: str) -> bool:
         ws = state.loaded()
@@ -137,7 +139,21 @@ class RunRecord:
                 lines.append(f"  {record['outcome']:<10} {record['address']:<40} {seconds}{note}")
         total = sum(counts.values())
         lines.append(f"{total} targets: " + ", ".join(f"{n} {o}" for o, n in counts.items()))
+        hashed = state.loaded().digests.hashed
+        if hashed["files"]:
+            lines.append(f"hashed {hashed['files']} file{'s' * (hashed['files'] != 1)}, "
+                         f"{_size(hashed['bytes'])} in {hashed['seconds']:.1f} s")
         return lines
+
+
+def _size(count: int) -> str:
+    """Bytes as people read them: 512 B, 3.4 MB, 12.0 GB (powers of 1000, as `ls -h --si`)."""
+    value, unit = float(count), "B"
+    for bigger in ("kB", "MB", "GB", "TB"):
+        if value < 1000:
+            break
+        value, unit = value / 1000, bigger
+    return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 class RunReporter(RunRecord, ConsoleReporter):
