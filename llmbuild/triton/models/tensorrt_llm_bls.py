@@ -86,9 +86,8 @@ _TO_LLM = {
 # Inputs that arrive as [B] because the config reshapes them: sent on as [1, B], as the v0.16 BLS does.
 _UNDO_RESHAPE = {
     "max_tokens", "end_id", "pad_id", "top_k", "top_p", "temperature", "length_penalty", "repetition_penalty",
-    "min_length", "presence_penalty", "frequency_penalty", "random_seed", "return_log_probs",
-    "return_context_logits", "return_generation_logits", "beam_width", "stream", "prompt_vocab_size",
-    "num_draft_tokens", "use_draft_logits", "exclude_input_in_output", "return_kv_cache_reuse_stats",
+    "min_length", "presence_penalty", "frequency_penalty", "random_seed", "return_log_probs", "beam_width",
+    "stream", "prompt_vocab_size", "exclude_input_in_output", "return_kv_cache_reuse_stats",
 }
 _LLM_OUTPUTS = ("output_ids", "sequence_length", "cum_log_probs", "output_log_probs", "context_logits",
                 "generation_logits", "batch_index", "sequence_index", "kv_cache_alloc_new_blocks",
@@ -120,7 +119,6 @@ class TritonPythonModel:
         self.accumulate = (_param(config, "accumulate_tokens") or "").lower() in _TRUE
         self.llm_name = _param(config, "tensorrt_llm_model_name") or "tensorrt_llm"
         self.draft_name = _param(config, "tensorrt_llm_draft_model_name")
-        self.encoders_name = _param(config, "multimodal_encoders_name")
 
     # -- calls ----------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ repository root), ``gpt_model_type``, ``exclude_input_in_output``,
 the other tensorrt_llm parameters only matter on GPUs.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -299,7 +300,7 @@ class TritonPythonModel:
         # beam_width 1: one executor child request per sequence; not decoupled only the first is delivered.
         count = sequences if beam_width == 1 and self.decoupled else 1
         for s in range(count):
-            seeded = sampling if s == 0 else runtime.Sampling(**{**sampling.__dict__, "seed": sampling.seed + s})
+            seeded = dataclasses.replace(sampling, seed=sampling.seed + s)
             job.streams.append(_Stream(job, b, s, prompt, max_new, seeded, row_inputs))
 
     # -- running ------------------------------------------------------------------------------
