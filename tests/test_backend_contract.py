@@ -269,12 +269,17 @@ class Stream:
         self.queue: queue.Queue = queue.Queue()
         self.client.start_stream(callback=lambda result, error: self.queue.put((result, error)))
 
-    def send(self, model: str, values: dict, request_id: str = "", outputs=None):
+    def send(self, model: str, values: dict, request_id: str = "", outputs=None, wait: bool = False):
+        """Send a request; with ``wait``, return once tensorrt_llm has it."""
         import tritonclient.grpc as grpcclient
 
         requested = [grpcclient.InferRequestedOutput(n) for n in outputs] if outputs else None
+        before = _executions(self.client) if wait else 0
         self.client.async_stream_infer(model, _inputs(values), request_id=request_id, outputs=requested,
                                        enable_empty_final_response=True)
+        deadline = time.monotonic() + 30
+        while wait and _executions(self.client) == before and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def responses(self, count: int = 1, timeout: float = 120, errors_final: bool = True) -> list:
         """Responses until `count` final flags: dicts of outputs plus "id" and "final"; Failed for errors.
@@ -889,16 +894,28 @@ def test_entry_inputs_reach_the_step_the_table_maps_them_to(blocking, tokenizer,
 LONG = 4000  # tokens: a request that runs for seconds
 
 
+def _executions(client, model: str = "tensorrt_llm") -> int:
+    stats = client.get_inference_statistics(model).model_stats
+    return sum(s.execution_count for s in stats)
+
+
 def _call_async(server, model, values, request_id=""):
-    """NVIDIA's client's async_infer with a callback; returns (future, queue of (result, error))."""
+    """NVIDIA's client's async_infer with a callback, returned once tensorrt_llm has the request.
+
+    Returns (client, future, queue of (time, result, error)).
+    """
     import queue
 
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     answers: queue.Queue = queue.Queue()
+    before = _executions(client)
     future = client.async_infer(model, _inputs(values), request_id=request_id,
                                 callback=lambda result, error: answers.put((time.monotonic(), result, error)))
+    deadline = time.monotonic() + 30
+    while _executions(client) == before and answers.empty() and time.monotonic() < deadline:
+        time.sleep(0.02)
     return client, future, answers
 
 
@@ -916,7 +933,6 @@ def _cancel_lines(built, name: str, request_id: str) -> list[int]:
 @covers("rule:batching")
 def test_non_decoupled_requests_run_concurrently(blocking):
     client, _, answers = _call_async(blocking, "tensorrt_llm", llm(BASE_PROMPT, LONG), request_id="long")
-    time.sleep(0.2)
     short = infer(blocking, "tensorrt_llm", llm([1, 2, 3], 4))
     assert generated(short["output_ids"]) and answers.empty()  # answered while the long one still runs
     infer(blocking, "tensorrt_llm", _stop_signal(), request_id="long")
@@ -928,8 +944,7 @@ def test_non_decoupled_requests_run_concurrently(blocking):
 @covers("rule:batching")
 def test_decoupled_requests_run_concurrently(streaming):
     stream = Stream(streaming)
-    stream.send("tensorrt_llm", llm(BASE_PROMPT, LONG), request_id="long")
-    time.sleep(0.2)
+    stream.send("tensorrt_llm", llm(BASE_PROMPT, LONG), request_id="long", wait=True)
     stream.send("tensorrt_llm", llm([1, 2, 3], 4), request_id="short")
     (first,) = stream.responses()
     assert first["id"] == "short" and generated(first["output_ids"])  # while the long one still runs
@@ -963,7 +978,7 @@ def test_stop_after_ms_non_decoupled(blocking):
 def test_stop_after_ms_decoupled_streaming(streaming):
     """inflight_batcher_llm_client.py -S --stop-after-ms 300: the stop request gets an empty final response."""
     stream = Stream(streaming)
-    stream.send("tensorrt_llm", llm(BASE_PROMPT, LONG, streaming=flag()), request_id="7")
+    stream.send("tensorrt_llm", llm(BASE_PROMPT, LONG, streaming=flag()), request_id="7", wait=True)
     time.sleep(0.3)
     stream.send("tensorrt_llm", _stop_signal(), request_id="7")
     responses = stream.responses(count=2)
@@ -1005,7 +1020,7 @@ def test_client_cancellation_non_decoupled(blocking, built):
 def test_client_cancellation_decoupled(streaming, built):
     """Closing the stream with cancel_requests (the client's stop_stream(cancel_requests=True))."""
     stream = Stream(streaming)
-    stream.send("tensorrt_llm", llm(BASE_PROMPT, LONG, streaming=flag()), request_id="cancel-3")
+    stream.send("tensorrt_llm", llm(BASE_PROMPT, LONG, streaming=flag()), request_id="cancel-3", wait=True)
     time.sleep(0.3)
     stream.close(cancel=True)
     deadline = time.monotonic() + 5

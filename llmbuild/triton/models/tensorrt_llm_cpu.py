@@ -249,6 +249,10 @@ class TritonPythonModel:
             if name in inputs:
                 raise _Refused(message)
         job = _Job(request_id, sender, set(request.requested_output_names()), streaming, batch)
+        for name in ("output_ids", "sequence_length"):  # the C++ backend fails its first response so
+            if name not in job.requested:
+                raise _Refused(f"Error encountered while populating response: {name} tensor must be present in "
+                               f"list of output tensors")
         lengths = inputs.get("input_lengths")
         for b in range(batch):
             row = input_ids[b]
@@ -442,11 +446,6 @@ class TritonPythonModel:
             sequences = [stream.prompt + b.tokens for b in beams]
         steps = (stream.sent_steps, gen.steps)
         stream.sent_steps = gen.steps if gen.width > 1 else len(beams[0].tokens)
-        if "output_ids" not in job.requested or "sequence_length" not in job.requested:
-            missing = "output_ids" if "output_ids" not in job.requested else "sequence_length"
-            return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(
-                f"Error encountered while populating response: {missing} tensor must be present in list of "
-                f"output tensors"))
         tensors = {
             "output_ids": _padded(sequences, np.int32).reshape(1, len(sequences), -1),
             "sequence_length": np.array([[len(s) for s in sequences]], dtype=np.int32),
