@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,23 @@ REPO = Path(__file__).resolve().parents[1]
 TOOLCHAINS = Path(os.environ.get("LLMBUILD_TEST_CACHE", REPO / "cache")) / "toolchains"
 TINY_HF = REPO / "models" / "tiny-llama" / "hf"
 MAKE_TINY = REPO / "models" / "tiny-llama" / "make_tiny_llama.py"
+
+
+@pytest.fixture(scope="session")
+def triton_env():
+    """The CPU Triton install shared by every test (installed once, about 40 s)."""
+    from llmbuild.toolchains.cpu.install import ensure_cpu_triton
+
+    lines: list[str] = []
+    started = time.monotonic()
+    env = ensure_cpu_triton(TOOLCHAINS, progress=lines.append)
+    took = time.monotonic() - started
+    how = (
+        "installed" if any(line.startswith("installing ") for line in lines)
+        else "waited for another process" if lines else "reused"
+    )
+    print(f"\nensure_cpu_triton: {took:.1f} s ({how}) -> {env.root}")
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -29,20 +29,6 @@ pytestmark = pytest.mark.slow
 
 
 
-@pytest.fixture(scope="session")
-def triton_env() -> TritonEnv:
-    lines: list[str] = []
-    started = time.monotonic()
-    env = ensure_cpu_triton(TOOLCHAINS, progress=lines.append)
-    took = time.monotonic() - started
-    how = (
-        "installed" if any(line.startswith("installing ") for line in lines)
-        else "waited for another process" if lines else "reused"
-    )
-    print(f"\nensure_cpu_triton: {took:.1f} s ({how}) -> {env.root}")
-    return env
-
-
 # --- models written by hand -------------------------------------------------------------------
 
 CONFIG = """\

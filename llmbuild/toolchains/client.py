@@ -29,10 +29,13 @@ class GenerateResult:
 
     @property
     def generated_tokens(self) -> int | None:
-        """New tokens, counted from output_log_probs (one per token) when the server sent them."""
+        """New tokens, counted from output_log_probs (one per token) when the server sent them.
+
+        Every response carries the log probs of all tokens so far (also when streaming).
+        """
         bodies = self.events or [self.body]
         counts = [_count(b["output_log_probs"]) for b in bodies if "output_log_probs" in b]
-        return sum(counts) if counts else None
+        return max(counts) if counts else None
 
     @property
     def error(self) -> str | None:

@@ -5,34 +5,41 @@ llmbuild's CPU-lane ``trtllm-build`` stand-in (``config.json`` with
 ``"llmbuild_lane": "cpu"`` and ``rank{N}.engine`` files that are safetensors
 holding each rank's TensorRT-LLM checkpoint tensors), puts the tensor- and
 pipeline-parallel shards back together, and runs the model as a
-``transformers`` ``LlamaForCausalLM`` / ``MixtralForCausalLM`` in float32 with
-greedy decoding.
+``transformers`` ``LlamaForCausalLM`` / ``MixtralForCausalLM`` in float32.
 
 Self-contained on purpose: it is copied into Triton model repositories and
 runs in Triton's Python backend, so it imports only the standard library,
 ``torch``, ``safetensors`` and ``transformers`` (4.x or 5.x) -- no other
 llmbuild module.
 
-Behaviour mirrors TensorRT-LLM's executor where that is observable:
+One request is a :class:`Generation`, advanced one token at a time by
+:meth:`Generation.step` (so a server can interleave requests, stream and
+cancel between steps).  It follows TensorRT-LLM's executor where that is
+observable:
 
-* limits are checked before any work: more requests than ``max_batch_size``,
-  a prompt longer than ``max_input_len`` ("Prompt length (%d) exceeds maximum
-  input length (%d).") and ``prompt + max_new_tokens > max_seq_len`` raise
-  :class:`EngineLimitError`.  (The real executor *clamps* the last case with a
-  warning instead; pass ``clamp_to_max_seq_len=True`` for that behaviour.)
-  An engine built with ``--kv_cache_type disabled`` can only run the context
-  phase: one output token per request.
-* only new tokens are returned (``exclude_input_in_output``);
-* generation stops at ``end_id``, which is **not** part of the output;
-* generation stops after a stop sequence, which **is** part of the output
-  (TensorRT-LLM keeps stop words; the Triton BLS of 19+ trims them as text);
-* a bad-words sequence is never completed: when the tokens so far end with
-  all but its last token, that last token is banned (a one-token bad word is
-  always banned); matching runs over prompt + output, like TensorRT-LLM's
-  banBadWords, which sees the whole sequence;
-* ``on_token(request_index, token_id)`` is called for every output token as it
-  is produced, requests interleaved step by step (streaming); with
-  ``return_log_probs`` it also gets the token's log probability.
+* limits (:meth:`CpuEngine.check_lengths`): a prompt longer than
+  ``max_input_len`` is refused ("Prompt length (%d) exceeds maximum input
+  length (%d)."); ``prompt + max_new_tokens > max_seq_len`` clips the output
+  length with a warning, as ``LlmRequest::validate`` does.  An engine built
+  with ``--kv_cache_type disabled`` runs only the context phase.
+* decoding (:class:`Sampling`): greedy when ``top_k`` is 0 or 1 and
+  ``top_p`` is 0 (the executor's defaults); otherwise top-k / top-p sampling
+  with ``temperature``, deterministic for a given ``seed`` (default 0, as in
+  TensorRT-LLM); beam search for ``beam_width > 1`` (length penalty, early
+  stopping, diversity rate).  Logits pass through embedding bias, bad words,
+  repetition / presence / frequency penalties and ``min_length`` before
+  temperature and top-k / top-p.
+* only new tokens are kept (the server adds the prompt when asked);
+  generation stops at ``end_id`` (not part of the output) and after a stop
+  sequence (part of the output); a bad-words sequence is never completed
+  (matching runs over prompt + output, like TensorRT-LLM's banBadWords).
+* log probabilities are those of the chosen tokens under the processed,
+  temperature-scaled distribution; context logits are the prompt's raw
+  logits [prompt, vocab]; generation logits the raw logits of each step
+  [beams, max_new_tokens, vocab] (steps not run stay 0).
+
+:meth:`CpuEngine.generate` runs several greedy requests interleaved step by
+step (the form the CLI tests use).
 """
 
 from __future__ import annotations
@@ -44,12 +51,13 @@ import operator
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CpuEngine", "EngineLimitError", "NotACpuEngineError"]
+__all__ = ["Beam", "CpuEngine", "EngineLimitError", "Generation", "NotACpuEngineError", "Sampling"]
 
 LANE = "cpu"
 
@@ -242,7 +250,7 @@ def _fuse_experts(state: dict, layers: int, experts: int) -> dict:
     return out
 
 
-# ------------------------------------------------------------------ engine
+# ------------------------------------------------------------------ decoding
 
 def _as_int(x):
     """numpy/torch integers -> int; anything else unchanged (and rejected by the checks)."""
@@ -252,8 +260,269 @@ def _as_int(x):
         return x
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """One request's decoding knobs, with TensorRT-LLM's defaults (SamplingConfig)."""
+
+    beam_width: int = 1
+    top_k: int = 0
+    top_p: float = 0.0
+    top_p_min: float | None = None
+    top_p_decay: float | None = None
+    top_p_reset_id: int | None = None
+    temperature: float = 1.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    min_length: int = 1
+    length_penalty: float = 0.0
+    early_stopping: int = 1
+    diversity_rate: float = 0.0
+    seed: int = 0
+    #: Beams returned by beam search (num_return_sequences); None = beam_width.
+    beams_out: int | None = None
+
+    @property
+    def sampled(self) -> bool:
+        """Random sampling (top-k > 1, or top-p alone); top_k 0/1 without top_p is greedy."""
+        return self.beam_width == 1 and (self.top_k > 1 or (self.top_k == 0 and self.top_p > 0))
+
+
+@dataclass
+class Beam:
+    """One returned sequence: new tokens only, with their log probabilities."""
+
+    tokens: list[int]
+    log_probs: list[float]
+    cum_log_prob: float = 0.0
+
+
+def _ends_with(seq: list[int], word: list[int]) -> bool:
+    return len(seq) >= len(word) and seq[-len(word):] == word
+
+
+class Generation:
+    """One request on a :class:`CpuEngine`, advanced a token at a time by :meth:`step`.
+
+    ``beams`` are the sequences so far (best first once finished); with
+    ``want_generation_logits`` the raw logits of every step are kept in
+    ``generation_logits`` [beams, max_new_tokens, vocab].
+    """
+
+    def __init__(self, engine: "CpuEngine", prompt: Sequence[int], max_new_tokens: int,
+                 sampling: Sampling = Sampling(), *, end_id: int | None = None,
+                 bad_words: Sequence[Sequence[int]] = (), stop_words: Sequence[Sequence[int]] = (),
+                 embedding_bias: torch.Tensor | None = None, want_context_logits: bool = False,
+                 want_generation_logits: bool = False):
+        self.engine = engine
+        self.prompt = [int(t) for t in prompt]
+        self.max_new_tokens = int(max_new_tokens)
+        self.sampling = sampling
+        self.end_id = end_id
+        self.bad_words = [list(map(int, w)) for w in bad_words if len(w) > 0]
+        self.stop_words = [list(map(int, w)) for w in stop_words if len(w) > 0]
+        for word in self.bad_words:
+            if not 0 <= word[-1] < engine.vocab_size:
+                raise ValueError(f"bad word {word} ends outside the vocabulary")
+        self.bias = None if embedding_bias is None or embedding_bias.numel() == 0 else \
+            embedding_bias.to(torch.float32).reshape(-1)[:engine.vocab_size]
+        self.width = sampling.beam_width
+        self.beams = [Beam([], []) for _ in range(self.width)]
+        self.finished = self.max_new_tokens < 1
+        self.steps = 0
+        self.context_logits: torch.Tensor | None = None
+        self._want_context = want_context_logits
+        self.generation_logits = (torch.zeros(self.width, max(self.max_new_tokens, 0), engine.vocab_size)
+                                  if want_generation_logits else None)
+        self._done: list[tuple[Beam, torch.Tensor | None]] = []  # beam search: finished hypotheses
+        self._cache: Any = None
+        self._next: torch.Tensor | None = None  # [width, vocab] logits for the next token
+        self._rng = torch.Generator().manual_seed(int(sampling.seed) & 0xFFFF_FFFF_FFFF_FFFF)
+        self._top_p = sampling.top_p
+
+    # -------------------------------------------------------------- model calls
+
+    def _prefill(self) -> None:
+        logits, self._cache = self.engine._forward(torch.tensor([self.prompt], dtype=torch.long), None)
+        if self._want_context:
+            self.context_logits = logits[0].clone()
+        self._next = logits[0, -1:].repeat(self.width, 1)
+        if self.width > 1:
+            self._cache.batch_repeat_interleave(self.width)
+
+    def _feed(self, tokens: list[int]) -> None:
+        logits, self._cache = self.engine._forward(torch.tensor([[t] for t in tokens], dtype=torch.long),
+                                                   self._cache)
+        self._next = logits[:, -1]
+
+    # -------------------------------------------------------------- logits processing
+
+    def _processed(self, row: int, raw: torch.Tensor) -> torch.Tensor:
+        """Raw logits of one beam -> the temperature-scaled log distribution the token is drawn from."""
+        s, beam = self.sampling, self.beams[row]
+        logits = raw.clone()
+        if self.bias is not None:
+            logits[: self.bias.numel()] += self.bias
+        seq = self.prompt + beam.tokens
+        for word in self.bad_words:
+            if _ends_with(seq, word[:-1]) or len(word) == 1:
+                logits[word[-1]] = float("-inf")
+        if s.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(seq)), dtype=torch.long)
+            vals = logits[seen]
+            logits[seen] = torch.where(vals > 0, vals / s.repetition_penalty, vals * s.repetition_penalty)
+        if beam.tokens and (s.presence_penalty or s.frequency_penalty):
+            counts = torch.bincount(torch.tensor(beam.tokens), minlength=logits.numel()).to(logits.dtype)
+            logits -= s.frequency_penalty * counts + s.presence_penalty * (counts > 0).to(logits.dtype)
+        if self.end_id is not None and 0 <= self.end_id < logits.numel() and len(beam.tokens) < s.min_length:
+            logits[self.end_id] = float("-inf")
+        if s.temperature > 0 and s.temperature != 1.0:
+            logits = logits / s.temperature
+        return torch.log_softmax(logits, -1)
+
+    def _draw(self, logp: torch.Tensor) -> int:
+        s = self.sampling
+        if not s.sampled:
+            return int(torch.argmax(logp))
+        probs = logp.exp()
+        if s.top_k > 1:
+            kth = torch.topk(probs, min(s.top_k, probs.numel())).values[-1]
+            probs = torch.where(probs >= kth, probs, torch.zeros_like(probs))
+        if self._top_p > 0:
+            ordered, index = torch.sort(probs, descending=True)
+            cut = torch.cumsum(ordered, 0) - ordered >= self._top_p * ordered.sum()
+            ordered[cut] = 0.0
+            probs = torch.zeros_like(probs).scatter(0, index, ordered)
+        return int(torch.multinomial(probs / probs.sum(), 1, generator=self._rng))
+
+    def _decay_top_p(self, token: int) -> None:
+        s = self.sampling
+        if s.top_p_reset_id is not None and token == s.top_p_reset_id:
+            self._top_p = s.top_p
+        elif s.top_p_decay is not None:
+            self._top_p = max(self._top_p * s.top_p_decay, s.top_p_min or 0.0)
+
+    # -------------------------------------------------------------- stepping
+
+    def step(self) -> list[list[int]]:
+        """Produce the next token of every beam; returns the tokens added per beam ([] when done)."""
+        if self.finished:
+            return [[] for _ in self.beams]
+        if self._next is None:
+            self._prefill()
+        added = self._greedy_or_sampled_step() if self.width == 1 else self._beam_step()
+        self.steps += 1
+        if self.steps >= self.max_new_tokens:
+            self._finish()
+        if not self.finished:
+            self._feed([b.tokens[-1] for b in self.beams])
+        return added
+
+    def _greedy_or_sampled_step(self) -> list[list[int]]:
+        raw = self._next[0]
+        logp = self._processed(0, raw)
+        token = self._draw(logp)
+        if self.generation_logits is not None:
+            self.generation_logits[0, self.steps] = raw
+        beam = self.beams[0]
+        if self.end_id is not None and token == self.end_id:
+            self._finish()
+            return [[]]
+        beam.tokens.append(token)
+        beam.log_probs.append(float(logp[token]))
+        beam.cum_log_prob += beam.log_probs[-1]
+        self._decay_top_p(token)
+        if any(_ends_with(self.prompt + beam.tokens, w) for w in self.stop_words):
+            self._finish()
+        return [[token]]
+
+    def _score(self, beam: Beam) -> float:
+        length = max(len(beam.tokens), 1)
+        return beam.cum_log_prob / (length ** self.sampling.length_penalty)
+
+    def _beam_step(self) -> list[list[int]]:
+        s, width = self.sampling, self.width
+        rows = 1 if self.steps == 0 else width  # all beams are the prompt before the first token
+        logps = torch.stack([self._processed(r, self._next[r]) for r in range(width)])
+        candidates = []
+        for r in range(rows):
+            values, tokens = torch.topk(logps[r], min(2 * width, logps.shape[1]))
+            for rank, (value, token) in enumerate(zip(values.tolist(), tokens.tolist())):
+                if value == float("-inf"):
+                    break
+                score = self.beams[r].cum_log_prob + value - s.diversity_rate * rank
+                candidates.append((score, r, token, value))
+        candidates.sort(key=lambda c: -c[0])
+        parents, chosen = [], []
+        for rank, (_, r, token, value) in enumerate(candidates[: 2 * width]):
+            old = self.beams[r]
+            if self.end_id is not None and token == self.end_id:
+                if rank < width:  # an ended hypothesis counts only among the best `width` candidates
+                    self._retire(Beam(list(old.tokens), list(old.log_probs), old.cum_log_prob + value), r)
+                continue
+            beam = Beam(old.tokens + [token], old.log_probs + [value], old.cum_log_prob + value)
+            if any(_ends_with(self.prompt + beam.tokens, w) for w in self.stop_words):
+                self._retire(beam, r)
+                continue
+            parents.append(r)
+            chosen.append(beam)
+            if len(chosen) == width:
+                break
+        if self.generation_logits is not None:
+            index = torch.tensor(parents, dtype=torch.long)
+            history = self.generation_logits[index]
+            history[:, self.steps] = self._next[index]
+            self.generation_logits = history
+        self.beams = chosen
+        if len(chosen) < width or self._beam_search_done():
+            self._finish()
+            return [b.tokens for b in self.beams]
+        self._cache.reorder_cache(torch.tensor(parents, dtype=torch.long))
+        return [b.tokens for b in self.beams]
+
+    def _retire(self, beam: Beam, row: int) -> None:
+        logits = None
+        if self.generation_logits is not None:
+            logits = self.generation_logits[row].clone()
+            logits[self.steps] = self._next[row]
+        self._done.append((beam, logits))
+
+    def _beam_search_done(self) -> bool:
+        s = self.sampling
+        if len(self._done) < self.width or s.early_stopping > 1:
+            return False
+        if s.early_stopping == 1:
+            return True
+        worst = min(self._score(b) for b, _ in self._done)
+        return max(self._score(b) for b in self.beams) <= worst
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._cache = None
+        if self.width == 1:
+            return
+        pool = list(self._done)
+        for i, beam in enumerate(self.beams):
+            row = self.generation_logits[i] if self.generation_logits is not None else None
+            pool.append((beam, row))
+        pool.sort(key=lambda item: -self._score(item[0]))
+        keep = pool[: self.sampling.beams_out or self.width]
+        self.beams = [beam for beam, _ in keep]
+        if self.generation_logits is not None:
+            self.generation_logits = torch.stack([row for _, row in keep])
+
+    def cancel(self) -> None:
+        """Stop here: the beams keep the tokens produced so far (a cancelled request's final result)."""
+        if not self.finished:
+            self._finish()
+
+
+# ------------------------------------------------------------------ engine
+
 class CpuEngine:
-    """A CPU-lane engine directory loaded into a PyTorch model (greedy decoding only)."""
+    """A CPU-lane engine directory loaded into a PyTorch model."""
 
     def __init__(self, config: dict, model, engine_dir: Path | None = None):
         self.config = config
@@ -269,6 +538,11 @@ class CpuEngine:
         self.max_input_len = int(build["max_input_len"])
         self.max_seq_len = int(build["max_seq_len"])
         self.max_beam_width = int(build.get("max_beam_width", 1))
+        self.max_draft_len = int(build.get("max_draft_len") or 0)
+        self.gather_context_logits = bool(build.get("gather_context_logits"))
+        self.gather_generation_logits = bool(build.get("gather_generation_logits"))
+        plugin = build.get("plugin_config") or {}
+        self.tokens_per_block = int(plugin.get("tokens_per_block") or 64)
         self.vocab_size = int(pretrained["vocab_size"])
         self.kv_cache_type = build.get("kv_cache_type", "PAGED")
 
@@ -286,9 +560,58 @@ class CpuEngine:
         model = _hf_model(pretrained, merge_ranks(pretrained, ranks))
         return cls(config, model, engine_dir)
 
+    def _forward(self, ids: torch.Tensor, cache):
+        """One model call (serialised: requests on several threads share the model)."""
+        with self._lock, torch.inference_mode():
+            out = self._model(input_ids=ids, use_cache=True, **{self._cache_kw: cache})
+        cache = out[self._cache_kw] if self._cache_kw in out.keys() else out[1]
+        return out.logits.float(), cache
+
     # -------------------------------------------------------------- checks
 
-    def _check(self, input_ids, max_new_tokens, bad_words, stop_words, clamp: bool) -> list[int]:
+    def check_lengths(self, prompt: Sequence[int], max_new_tokens: int) -> tuple[int, str | None]:
+        """(max new tokens after clipping, the executor's warning or None); raises on what it refuses."""
+        if len(prompt) == 0:
+            raise ValueError("the prompt is empty")
+        bad = [t for t in prompt if not (isinstance(t, int) and 0 <= t < self.vocab_size)]
+        if bad:
+            raise ValueError(f"token id {bad[0]!r} is outside the vocabulary (vocab_size {self.vocab_size})")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        if len(prompt) > self.max_input_len:
+            raise EngineLimitError(f"Prompt length ({len(prompt)}) exceeds maximum input length "
+                                   f"({self.max_input_len}).")
+        warning = None
+        if len(prompt) + max_new_tokens > self.max_seq_len:
+            clipped = self.max_seq_len - len(prompt)
+            warning = (f"Prompt length + number of requested output tokens + draft tokens per step "
+                       f"({len(prompt)} + {max_new_tokens} + 0) exceeds maximum sequence length "
+                       f"({self.max_seq_len}). Number of requested output tokens is changed to ({clipped}).")
+            max_new_tokens = clipped
+        if self.kv_cache_type == "DISABLED" and max_new_tokens > 1:
+            raise EngineLimitError(f"the engine was built without a KV cache (kv_cache_type DISABLED) and runs "
+                                   f"only the context phase: max_new_tokens must be 1, got {max_new_tokens}")
+        return max_new_tokens, warning
+
+    # -------------------------------------------------------------- batch of greedy requests
+
+    def generate(self, input_ids: Sequence[Sequence[int]], max_new_tokens: Sequence[int], *,
+                 end_id: int | None = None, pad_id: int | None = None,
+                 bad_words: Sequence[Sequence[Sequence[int]]] | None = None,
+                 stop_words: Sequence[Sequence[Sequence[int]]] | None = None,
+                 on_token: Callable[..., Any] | None = None,
+                 clamp_to_max_seq_len: bool = False, return_log_probs: bool = False):
+        """Greedy generation of several requests, interleaved step by step.
+
+        Returns only the new tokens of each request (with return_log_probs also
+        each token's log probability: `(tokens, log_probs)`); ``on_token(i,
+        token[, log_prob])`` sees every token as it is produced. Limits are
+        checked before any work; prompt + output over max_seq_len raises unless
+        ``clamp_to_max_seq_len`` (then clipped with a warning, as the executor
+        does). `pad_id` is accepted for interface parity (outputs are not padded).
+        """
+        input_ids = [[_as_int(t) for t in p] for p in input_ids]
+        max_new_tokens = [_as_int(x) for x in max_new_tokens]
         n = len(input_ids)
         if n > self.max_batch_size:
             raise EngineLimitError(f"Batch size ({n}) exceeds maximum batch size ({self.max_batch_size}).")
@@ -299,97 +622,30 @@ class CpuEngine:
                 raise ValueError(f"{name} has {len(words)} entries for {n} requests")
         limits = []
         for i, (prompt, new) in enumerate(zip(input_ids, max_new_tokens)):
-            if len(prompt) == 0:
-                raise ValueError(f"request {i}: the prompt is empty")
-            bad = [t for t in prompt if not (isinstance(t, int) and 0 <= t < self.vocab_size)]
-            if bad:
-                raise ValueError(f"request {i}: token id {bad[0]!r} is outside the vocabulary "
-                                 f"(vocab_size {self.vocab_size})")
-            if not isinstance(new, int) or new < 1:
-                raise ValueError(f"request {i}: max_new_tokens must be a positive integer, got {new!r}")
-            if len(prompt) > self.max_input_len:
-                raise EngineLimitError(f"Prompt length ({len(prompt)}) exceeds maximum input length "
-                                       f"({self.max_input_len}).")
-            if len(prompt) + new > self.max_seq_len:
-                message = (f"Prompt length + number of requested output tokens ({len(prompt)} + {new}) "
-                           f"exceeds maximum sequence length ({self.max_seq_len}).")
-                if not clamp:
-                    raise EngineLimitError(message)
-                new = self.max_seq_len - len(prompt)
-                warnings.warn(f"{message} Number of requested output tokens is changed to ({new}).")
-            if self.kv_cache_type == "DISABLED" and new > 1:
-                raise EngineLimitError(f"request {i}: the engine was built without a KV cache "
-                                       f"(kv_cache_type DISABLED) and runs only the context phase: "
-                                       f"max_new_tokens must be 1, got {new}")
-            limits.append(new)
-        return limits
-
-    # -------------------------------------------------------------- generation
-
-    @staticmethod
-    def _words(words, i) -> list[list[int]]:
-        if words is None or words[i] is None:
-            return []
-        return [list(map(int, w)) for w in words[i] if len(w) > 0]
-
-    def generate(self, input_ids: Sequence[Sequence[int]], max_new_tokens: Sequence[int], *,
-                 end_id: int | None = None, pad_id: int | None = None,
-                 bad_words: Sequence[Sequence[Sequence[int]]] | None = None,
-                 stop_words: Sequence[Sequence[Sequence[int]]] | None = None,
-                 on_token: Callable[[int, int], Any] | None = None,
-                 clamp_to_max_seq_len: bool = False, return_log_probs: bool = False):
-        """Greedy generation; returns only the new tokens of each request (and, with
-        return_log_probs, each new token's log probability: `(tokens, log_probs)`).
-
-        `pad_id` is accepted for interface parity and unused (outputs are not padded).
-        """
-        input_ids = [[_as_int(t) for t in p] for p in input_ids]
-        max_new_tokens = [_as_int(x) for x in max_new_tokens]
-        limits = self._check(input_ids, max_new_tokens, bad_words, stop_words, clamp_to_max_seq_len)
-        n = len(input_ids)
-        outputs: list[list[int]] = [[] for _ in range(n)]
-        log_probs: list[list[float]] = [[] for _ in range(n)]
-        if n == 0:
-            return (outputs, log_probs) if return_log_probs else outputs
-        bans = [self._words(bad_words, i) for i in range(n)]
-        stops = [self._words(stop_words, i) for i in range(n)]
-        for i, words in enumerate(bans):
-            for word in words:
-                if not 0 <= word[-1] < self.vocab_size:
-                    raise ValueError(f"request {i}: bad word {word} ends outside the vocabulary")
-        seqs = [list(p) for p in input_ids]
-        caches: list[Any] = [None] * n
-        pending: list[list[int]] = [list(p) for p in input_ids]  # tokens not yet fed to the model
-        active = [i for i in range(n) if limits[i] > 0]
-        with self._lock, torch.inference_mode():
-            while active:
-                still = []
-                for i in active:
-                    out = self._model(input_ids=torch.tensor([pending[i]], dtype=torch.long),
-                                      use_cache=True, **{self._cache_kw: caches[i]})
-                    caches[i] = out[self._cache_kw] if self._cache_kw in out.keys() else out[1]
-                    logits = out.logits[0, -1].float()
-                    for word in bans[i]:
-                        prefix = word[:-1]
-                        if not prefix or (len(seqs[i]) >= len(prefix) and seqs[i][-len(prefix):] == prefix):
-                            logits[word[-1]] = float("-inf")
-                    token = int(torch.argmax(logits))
-                    if end_id is not None and token == end_id:
-                        continue
-                    outputs[i].append(token)
-                    if return_log_probs:
-                        log_probs[i].append(float(torch.log_softmax(logits, -1)[token]))
-                    seqs[i].append(token)
-                    if on_token is not None:  # (i, token), plus its log probability if asked for
-                        on_token(i, token, *log_probs[i][-1:])
-                    if len(outputs[i]) >= limits[i]:
-                        continue
-                    if any(len(seqs[i]) >= len(s) and seqs[i][-len(s):] == s for s in stops[i]):
-                        continue
-                    pending[i] = [token]
-                    still.append(i)
-                active = still
-        return (outputs, log_probs) if return_log_probs else outputs
+            try:
+                limit, warning = self.check_lengths(prompt, new)
+            except EngineLimitError:
+                raise
+            except ValueError as err:
+                raise ValueError(f"request {i}: {err}") from None
+            if warning:
+                if not clamp_to_max_seq_len:
+                    raise EngineLimitError(warning.split(" Number of requested")[0])
+                warnings.warn(warning)
+            limits.append(limit)
+        gens = [Generation(self, p, limit, end_id=end_id,
+                           bad_words=(bad_words[i] or []) if bad_words else [],
+                           stop_words=(stop_words[i] or []) if stop_words else [])
+                for i, (p, limit) in enumerate(zip(input_ids, limits))]
+        active = list(range(n))
+        while active:
+            for i in active:
+                for token in gens[i].step()[0]:
+                    if on_token is not None:
+                        on_token(i, token, *([gens[i].beams[0].log_probs[-1]] if return_log_probs else []))
+            active = [i for i in active if not gens[i].finished]
+        outputs = [g.beams[0].tokens for g in gens]
+        return (outputs, [g.beams[0].log_probs for g in gens]) if return_log_probs else outputs
 
     def __repr__(self) -> str:
         arch = self.config["pretrained_config"]["architecture"]

@@ -5,8 +5,9 @@ from llmbuild.
 
 ``TOKENS_BATCH`` [B, beams, T] is cut per beam to ``SEQUENCE_LENGTH``
 [B, beams] and decoded with ``batch_decode(skip_special_tokens=...)``;
-``OUTPUT`` is one UTF-8 string per beam, [B, beams]. Any other input is
-refused (as the 0.16 model does).
+``OUTPUT`` is a FLAT array of one UTF-8 string per beam, [B * beams] (row
+major), exactly as the 0.16 model returns it -- clients read ``OUTPUT[0]``
+as bytes. Requests of one call are decoded together (dynamic batching).
 
 Parameters: ``tokenizer_dir`` (required; relative = against the repository
 root, the parent of this model's directory), ``skip_special_tokens``
@@ -21,7 +22,6 @@ import triton_python_backend_utils as pb_utils
 
 _TRUE = ("true", "1", "t", "y", "yes")
 _FALSE = ("false", "0", "f", "n", "no")
-_INPUTS = ("TOKENS_BATCH", "SEQUENCE_LENGTH")
 
 
 def _param(config, key):
@@ -67,41 +67,23 @@ class TritonPythonModel:
         out = pb_utils.get_output_config_by_name(config, "OUTPUT")
         self.output_dtype = pb_utils.triton_string_to_numpy(out["data_type"])
 
-    def _process(self, request):
-        for tensor in request.inputs():
-            if tensor.name() not in _INPUTS:
-                raise ValueError(f"unknown input '{tensor.name()}'")
-        tokens = pb_utils.get_input_tensor_by_name(request, "TOKENS_BATCH")
-        lengths = pb_utils.get_input_tensor_by_name(request, "SEQUENCE_LENGTH")
-        if tokens is None or lengths is None:
-            raise ValueError("inputs 'TOKENS_BATCH' and 'SEQUENCE_LENGTH' are required")
-        tokens = np.asarray(tokens.as_numpy())
-        lengths = np.asarray(lengths.as_numpy())
-        if tokens.ndim == 2:  # [B, T]: one beam
-            tokens = tokens[:, None, :]
-        if tokens.ndim != 3:
-            raise ValueError(f"TOKENS_BATCH must be [batch, beams, tokens], got shape {tokens.shape}")
-        batch, beams, width = tokens.shape
-        lengths = lengths.reshape(batch, -1)
-        if lengths.shape[1] != beams:
-            raise ValueError(f"SEQUENCE_LENGTH has shape {lengths.shape} for TOKENS_BATCH {tokens.shape}")
-        sequences = []
-        for b in range(batch):
-            for k in range(beams):
-                n = int(min(max(int(lengths[b, k]), 0), width))
-                sequences.append([int(t) for t in tokens[b, k, :n] if t >= 0])
-        texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=self.skip_special_tokens)
-        out = np.array([t.encode("utf-8") for t in texts], dtype=object).reshape(batch, beams)
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT", out.astype(self.output_dtype))])
-
     def execute(self, requests):
-        responses = []
+        sequences, counts = [], []
         for request in requests:
-            try:
-                responses.append(self._process(request))
-            except Exception as e:
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError(f"postprocessing: {e}")))
+            tokens = pb_utils.get_input_tensor_by_name(request, "TOKENS_BATCH").as_numpy()
+            lengths = pb_utils.get_input_tensor_by_name(request, "SEQUENCE_LENGTH").as_numpy()
+            before = len(sequences)
+            for b, beams in enumerate(tokens):
+                for k, beam in enumerate(beams):
+                    sequences.append([int(t) for t in beam[: int(lengths[b][k])]])
+            counts.append(len(sequences) - before)
+        texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=self.skip_special_tokens)
+        responses, offset = [], 0
+        for count in counts:
+            out = np.array([t.encode("utf-8") for t in texts[offset: offset + count]], dtype=object)
+            offset += count
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor("OUTPUT", out.astype(self.output_dtype))]))
         return responses
 
     def finalize(self):

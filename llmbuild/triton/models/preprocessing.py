@@ -1,23 +1,27 @@
 """Triton Python-backend model ``preprocessing`` (llmbuild; the tensorrtllm_backend v0.16 interface).
 
 Written for llmbuild; runs inside Triton's Python backend (numpy < 2), so it
-imports nothing from llmbuild. Text only: the multimodal inputs are declared
-(the interface keeps them) but refused.
+imports nothing from llmbuild. Text only, like the stock model without
+``visual_model_path``: the multimodal inputs are accepted and ignored and the
+multimodal outputs never produced. The contract is
+llmbuild/triton/backend/behaviour-v0.16.0.json:
 
 * ``QUERY`` [B,1] -> ``INPUT_ID`` [B,L] (rows right-padded with the pad id) and
   ``REQUEST_INPUT_LEN`` [B,1]; ``add_special_tokens`` decides BOS & co.
 * ``DECODER_QUERY`` -> ``DECODER_INPUT_ID``/``REQUEST_DECODER_INPUT_LEN``
   (absent: one pad token, length 1).
-* ``REQUEST_OUTPUT_LEN`` passes through.
-* ``BAD_WORDS_DICT``/``STOP_WORDS_DICT`` [B,N] phrases -> ``[B,2,L]`` int32:
-  row 0 the token ids of every phrase (encoded without special tokens)
-  concatenated, row 1 the cumulative end offset of each phrase, -1 padded;
-  no phrase at all -> ``[B,2,0]``.
+* ``REQUEST_OUTPUT_LEN`` passes through unchanged.
+* ``BAD_WORDS_DICT``/``STOP_WORDS_DICT`` [B,N] phrases -> ``[B,2,max(1,L)]``
+  int32: row 0 the token ids of every phrase (encoded without special tokens,
+  empty ones skipped) padded with 0, row 1 the cumulative end offsets padded
+  with -1; absent -> ``[B,2,0]``.
 * ``END_ID``/``PAD_ID`` default to the tokenizer's eos / pad (pad falls back to eos).
 * ``EMBEDDING_BIAS_WORDS`` + ``EMBEDDING_BIAS_WEIGHTS`` -> ``EMBEDDING_BIAS``
-  [B,vocab] (``[B,0]`` without them).
-* Every other declared output is filled with an empty/zero tensor of the
-  declared dtype, so a caller can ask for any of them.
+  [B, len(vocab)] (each word encoded with special tokens); ``[B,0]`` without them.
+* ``PROMPT_TABLE_EXTRA_ID`` -> ``OUT_PROMPT_TABLE_EXTRA_IDS`` (only then).
+
+A malformed request fails the whole ``execute`` call with the stock model's
+assertion text (the Python backend turns it into every request's error).
 
 Parameters: ``tokenizer_dir`` (required; relative = against the repository
 root, the parent of this model's directory), ``add_special_tokens``
@@ -33,7 +37,6 @@ import triton_python_backend_utils as pb_utils
 
 _TRUE = ("true", "1", "t", "y", "yes")
 _FALSE = ("false", "0", "f", "n", "no")
-_MULTIMODAL_INPUTS = ("IMAGE_BYTES", "IMAGE_URL", "VIDEO_BYTES")
 
 
 def _param(config, key):
@@ -89,16 +92,6 @@ def _texts(array):
     return out
 
 
-def _per_row(array, batch, name):
-    """[B,1]-like scalar input -> int32 [B,1]."""
-    values = np.asarray(array).reshape(-1)
-    if values.size == 1 and batch > 1:
-        values = np.repeat(values, batch)
-    if values.size != batch:
-        raise ValueError(f"input '{name}' must hold one value per batch row ({batch}), got shape {np.shape(array)}")
-    return values.astype(np.int32).reshape(batch, 1)
-
-
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -111,54 +104,36 @@ class TritonPythonModel:
             raise ValueError(f"preprocessing: tokenizer_dir {tokenizer_dir!r} -> {path} is not a directory")
         self.add_special_tokens = _flag(config, "add_special_tokens", True)
         self.tokenizer = _load_tokenizer(path)
-        self.end_id = self.tokenizer.eos_token_id
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end_id
-        self.vocab_size = len(self.tokenizer)
-        # Output name -> numpy dtype, as declared in config.pbtxt (only declared outputs are sent).
-        self.outputs = {
-            o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config.get("output", [])
-        }
+        self.end_id = self.tokenizer.encode(self.tokenizer.eos_token, add_special_tokens=False)[0]
+        self.pad_id = self.tokenizer.encode(self.tokenizer.pad_token, add_special_tokens=False)[0]
+        self.vocab_size = self.tokenizer.vocab_size
+        self.dtypes = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config.get("output", [])}
         bias = pb_utils.get_input_config_by_name(config, "EMBEDDING_BIAS_WEIGHTS")
         self.bias_dtype = pb_utils.triton_string_to_numpy(bias["data_type"]) if bias else np.float32
 
-    # -- helpers --------------------------------------------------------------------------------
-
-    def _encode(self, texts, name):
-        ids = []
-        for i, text in enumerate(texts):
-            row = self.tokenizer.encode(text, add_special_tokens=self.add_special_tokens)
-            if len(row) == 0:
-                raise ValueError(f"input '{name}' row {i} encodes to no tokens")
-            ids.append([int(t) for t in row])
-        return ids
-
-    def _pad(self, rows, pad_id):
+    def _encode(self, queries):
+        """[B,1] strings -> (ids [B,L] right-padded with the pad id, lengths [B,1])."""
+        rows = [self.tokenizer.encode(text, add_special_tokens=self.add_special_tokens) for text in queries]
         width = max(len(r) for r in rows)
-        out = np.full((len(rows), width), pad_id, dtype=np.int32)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int32)
         for i, r in enumerate(rows):
-            out[i, : len(r)] = r
-        lengths = np.array([[len(r)] for r in rows], dtype=np.int32)
-        return out, lengths
+            ids[i, : len(r)] = r
+        return ids, np.array([[len(r)] for r in rows], dtype=np.int32)
 
     def _word_list(self, tensor, batch):
         if tensor is None:
-            return np.zeros((batch, 2, 0), dtype=np.int32)
+            return np.empty((batch, 2, 0), dtype=np.int32)
         packed = []
         for phrases in _texts(tensor.as_numpy()):
             ids, ends = [], []
             for phrase in phrases:
-                if phrase == "":
-                    continue
                 tokens = self.tokenizer.encode(phrase, add_special_tokens=False)
-                if not tokens:
-                    continue
-                ids.extend(int(t) for t in tokens)
-                ends.append(len(ids))
+                if tokens:
+                    ids.extend(int(t) for t in tokens)
+                    ends.append(len(ids))
             packed.append((ids, ends))
-        if len(packed) != batch:
-            raise ValueError(f"word list has {len(packed)} rows for a batch of {batch}")
-        width = max(len(ids) for ids, _ in packed)
-        out = np.zeros((batch, 2, width), dtype=np.int32)
+        width = max(1, max(len(ids) for ids, _ in packed))
+        out = np.zeros((len(packed), 2, width), dtype=np.int32)
         out[:, 1, :] = -1
         for i, (ids, ends) in enumerate(packed):
             out[i, 0, : len(ids)] = ids
@@ -167,66 +142,36 @@ class TritonPythonModel:
 
     def _embedding_bias(self, words, weights, batch):
         if words is None or weights is None:
-            return np.zeros((batch, 0), dtype=self.bias_dtype)
-        word_rows = _texts(words.as_numpy())
-        weight_rows = np.asarray(weights.as_numpy(), dtype=np.float64).reshape(len(word_rows), -1)
-        out = np.zeros((batch, self.vocab_size), dtype=self.bias_dtype)
-        for i, (row_words, row_weights) in enumerate(zip(word_rows, weight_rows)):
-            if len(row_words) != len(row_weights):
-                raise ValueError(
-                    f"EMBEDDING_BIAS_WORDS row {i} has {len(row_words)} words but EMBEDDING_BIAS_WEIGHTS has "
-                    f"{len(row_weights)} weights")
+            return np.empty((batch, 0), dtype=self.bias_dtype)
+        vocab = len(self.tokenizer.vocab)
+        rows = []
+        for row_words, row_weights in zip(_texts(words.as_numpy()), np.asarray(weights.as_numpy())):
+            assert len(row_words) == len(row_weights), \
+                "Embedding bias words must have same dimension as embedding bias weights"
+            bias = np.zeros(vocab, dtype=np.float64)
             for word, weight in zip(row_words, row_weights):
-                if word == "":
-                    continue
-                for token in self.tokenizer.encode(word, add_special_tokens=False):
-                    out[i, int(token)] += weight
-        return out
-
-    # -- execute --------------------------------------------------------------------------------
+                for token in self.tokenizer.encode(word):
+                    bias[int(token)] += weight
+            rows.append(bias)
+        return np.array(rows, dtype=self.bias_dtype)
 
     def _process(self, request):
         get = lambda name: pb_utils.get_input_tensor_by_name(request, name)  # noqa: E731
-        for name in _MULTIMODAL_INPUTS:
-            if get(name) is not None:
-                raise ValueError(f"input '{name}': this preprocessing model is text-only")
-        query = get("QUERY")
-        if query is None:
-            raise ValueError("input 'QUERY' is required")
-        queries = [row[0] if row else "" for row in _texts(query.as_numpy())]
+        queries = [row[0] for row in _texts(get("QUERY").as_numpy())]
         batch = len(queries)
-        input_ids, input_lengths = self._pad(self._encode(queries, "QUERY"), self.pad_id if self.pad_id is not None else 0)
-
+        input_ids, input_lengths = self._encode(queries)
         end = get("END_ID")
+        end_ids = np.asarray(end.as_numpy(), dtype=np.int32) if end is not None else \
+            np.full((batch, 1), self.end_id, dtype=np.int32)
         pad = get("PAD_ID")
-        if end is None and self.end_id is None:
-            raise ValueError("input 'END_ID' is required: the tokenizer has no eos token")
-        end_ids = _per_row(end.as_numpy(), batch, "END_ID") if end is not None else np.full((batch, 1), self.end_id, np.int32)
-        if pad is not None:
-            pad_ids = _per_row(pad.as_numpy(), batch, "PAD_ID")
-        else:
-            pad_ids = np.full((batch, 1), self.pad_id if self.pad_id is not None else end_ids[0, 0], np.int32)
-
+        pad_ids = np.asarray(pad.as_numpy(), dtype=np.int32) if pad is not None else \
+            np.full((batch, 1), self.pad_id, dtype=np.int32)
         decoder = get("DECODER_QUERY")
         if decoder is not None:
-            texts = [row[0] if row else "" for row in _texts(decoder.as_numpy())]
-            decoder_ids, decoder_lengths = self._pad(self._encode(texts, "DECODER_QUERY"), int(pad_ids[0, 0]))
+            decoder_ids, decoder_lengths = self._encode([row[0] for row in _texts(decoder.as_numpy())])
         else:
-            decoder_ids = pad_ids.copy()
+            decoder_ids = (pad_ids.reshape(batch, -1)[:, :1] * np.ones((batch, 1), np.int32)).astype(np.int32)
             decoder_lengths = np.ones((batch, 1), dtype=np.int32)
-
-        output_len = get("REQUEST_OUTPUT_LEN")
-        if output_len is None:
-            raise ValueError("input 'REQUEST_OUTPUT_LEN' is required")
-        output_len = _per_row(output_len.as_numpy(), batch, "REQUEST_OUTPUT_LEN")
-
-        extra = get("PROMPT_TABLE_EXTRA_ID")
-        extra_ids = np.zeros(input_ids.shape, dtype=np.uint64)
-        if extra is not None:
-            per_row = np.asarray(extra.as_numpy()).reshape(batch, -1)[:, 0].astype(np.uint64)
-            for i in range(batch):
-                extra_ids[i] = np.where(input_ids[i] >= self.vocab_size, per_row[i], 0)
-
         values = {
             "INPUT_ID": input_ids,
             "REQUEST_INPUT_LEN": input_lengths,
@@ -235,33 +180,24 @@ class TritonPythonModel:
             "BAD_WORDS_IDS": self._word_list(get("BAD_WORDS_DICT"), batch),
             "STOP_WORDS_IDS": self._word_list(get("STOP_WORDS_DICT"), batch),
             "EMBEDDING_BIAS": self._embedding_bias(get("EMBEDDING_BIAS_WORDS"), get("EMBEDDING_BIAS_WEIGHTS"), batch),
-            "REQUEST_OUTPUT_LEN": output_len,
+            "REQUEST_OUTPUT_LEN": get("REQUEST_OUTPUT_LEN").as_numpy(),
             "OUT_END_ID": end_ids,
             "OUT_PAD_ID": pad_ids,
-            "OUT_PROMPT_TABLE_EXTRA_IDS": extra_ids,
-            # Text only: the multimodal outputs are empty.
-            "PIXEL_VALUES": np.zeros((batch, 0, 0, 0)),
-            "ASPECT_RATIO_IDS": np.zeros((batch, 0)),
-            "ASPECT_RATIO_MASK": np.zeros((batch, 0, 0)),
-            "CROSS_ATTENTION_MASK": np.zeros((batch, 0, 0, 0)),
-            "IMAGE_SIZES": np.zeros((batch, 2)),
-            "IS_VIDEO_INPUT": np.zeros((batch, 1), dtype=bool),
         }
-        tensors = []
-        for name, dtype in self.outputs.items():
-            if name in values:
-                tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(values[name].astype(dtype))))
-        return pb_utils.InferenceResponse(output_tensors=tensors)
+        extra = get("PROMPT_TABLE_EXTRA_ID")
+        if extra is not None:
+            extra = extra.as_numpy()
+            assert extra.shape[0] == batch, "Prompt table extra id must have the same batch size as Query"
+            assert extra.shape[1] == 1, "Multiple IDs cannot be provided for a single image"
+            values["OUT_PROMPT_TABLE_EXTRA_IDS"] = np.where(input_ids >= self.vocab_size, extra, 0)
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor(name, np.ascontiguousarray(np.asarray(value).astype(self.dtypes.get(name, value.dtype))))
+            for name, value in values.items()])
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._process(request))
-            except Exception as e:  # one bad request must not take the model down
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError(f"preprocessing: {e}")))
-        return responses
+        # As the stock model: an exception fails every request of this call (the Python backend
+        # answers each with "Failed to process the request(s) for model ..., message: <error>").
+        return [self._process(request) for request in requests]
 
     def finalize(self):
         self.tokenizer = None

@@ -1,41 +1,36 @@
 """Triton Python-backend model ``tensorrt_llm`` for the CPU lane (llmbuild).
 
-Stands in for the TensorRT-LLM C++ backend with the same tensor interface
-(tensorrtllm_backend v0.16): it runs the engine directory's weights with
-PyTorch through llmbuild's CPU runtime, copied next to this file as
-``llmbuild_cpu_runtime.py``. Written for llmbuild; imports nothing from
+Stands in for the TensorRT-LLM C++ backend of tensorrtllm_backend v0.16 with
+its tensor interface and request handling (llmbuild/triton/backend/
+behaviour-v0.16.0.json is the contract): it runs the engine directory's
+weights with PyTorch through llmbuild's CPU runtime, copied next to this file
+as ``llmbuild_cpu_runtime.py``. Written for llmbuild; imports nothing from
 llmbuild itself (it runs in the Triton venv).
 
-Behaviour, as the C++ backend's where the CPU lane can follow it:
-
-* greedy decoding; ``end_id`` stops a row, ``bad_words_list`` /
-  ``stop_words_list`` ([B,2,L] packed ids) are honoured; other sampling
-  inputs are accepted and ignored (greedy);
-* ``exclude_input_in_output``: the request input wins over the parameter
-  (default false); streaming responses carry only the new tokens;
-* not decoupled: one request row at a time, ``streaming`` refused (the C++
-  backend's rules);
-* decoupled: one response per row (``batch_index`` when there are several)
-  and, with ``streaming``, one response per generated token; the last response
-  carries the final flag;
-* a request over the engine's limits (batch > max_batch_size, prompt >
-  max_input_len, prompt + output > max_seq_len) gets an error response; the
-  model and server stay up;
-* outputs: ``output_ids`` [1, beams=1, T] and ``sequence_length`` [1, 1] per
-  response (log probs and logits are not produced, as the C++ backend when
-  they are not requested); beam search, LoRA, prompt tables, embedding bias
-  and draft tokens are refused with an error.
+As the C++ backend does, ``execute`` only reads and checks each request and
+returns at once; every row (and every sequence of num_return_sequences) runs
+on its own thread, at most ``max_batch_size`` at a time, so requests are
+served concurrently in both transaction modes and answered through the
+response sender. Between tokens a thread notices ``stop`` (a second request
+with the same id and ``stop`` true) and client cancellation (checked every
+``cancellation_check_period_ms``) and ends with the tokens so far.
 
 Parameters: ``gpt_model_path`` (the engine dir; relative = against the
 repository root), ``gpt_model_type``, ``exclude_input_in_output``,
-``max_beam_width``; the other tensorrt_llm parameters only matter on GPUs.
+``max_beam_width``, ``enable_kv_cache_reuse``, ``cancellation_check_period_ms``;
+the other tensorrt_llm parameters only matter on GPUs.
 """
 
+import dataclasses
 import json
+import math
 import os
 import sys
+import threading
+import time
 
 import numpy as np
+import torch
 import triton_python_backend_utils as pb_utils
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,11 +41,22 @@ import llmbuild_cpu_runtime as runtime  # noqa: E402  (copied next to this file)
 
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 _BATCHING = ("V1", "v1", "inflight_batching", "inflight_fused_batching")
-# Inputs the CPU lane cannot honour: refused when present and non-empty.
-_REFUSED = (
-    "draft_input_ids", "draft_logits", "embedding_bias", "prompt_embedding_table", "lora_task_id",
-    "lora_weights", "lora_config", "encoder_input_features", "cross_attention_mask", "context_phase_params",
-)
+_TRUE = ("true", "True", "TRUE", "1")
+_FALSE = ("false", "False", "FALSE", "0")
+# Inputs the CPU lane cannot serve (encoder-decoder, multimodal, prompt tables, LoRA, disaggregation).
+_ENCODER_INPUTS = ("encoder_input_features", "cross_attention_mask", "skip_cross_attn_blocks")
+_REFUSED = {
+    "prompt_embedding_table": "input 'prompt_embedding_table' needs an engine built with "
+                              "max_prompt_embedding_table_size; the CPU lane does not run prompt tables",
+    "lora_task_id": "input 'lora_task_id' needs an engine built with the LoRA plugin; the CPU lane does not run "
+                    "LoRA adapters",
+    "context_phase_params": "input 'context_phase_params' is for disaggregated serving, which the CPU lane does "
+                            "not run",
+}
+
+
+class _Refused(Exception):
+    """A request the backend refuses; the message goes back to the client as is."""
 
 
 def _param(config, key):
@@ -60,6 +66,17 @@ def _param(config, key):
     return value
 
 
+def _bool_param(config, key, default):
+    value = _param(config, key)
+    if value is None:
+        return default
+    if value.strip() in _TRUE:
+        return True
+    if value.strip() in _FALSE:
+        return False
+    raise ValueError(f"parameter '{key}': cannot convert {value!r} to a boolean")
+
+
 def _repository_root(args):
     model_dir = os.path.normpath(args["model_repository"])
     if os.path.basename(model_dir) == args.get("model_name"):
@@ -67,57 +84,96 @@ def _repository_root(args):
     return model_dir
 
 
-def _bool(value, key):
-    text = value.strip()
-    if text in ("true", "True", "TRUE", "1"):
-        return True
-    if text in ("false", "False", "FALSE", "0"):
-        return False
-    raise ValueError(f"parameter '{key}': cannot convert {value!r} to a boolean")
+class _Inputs:
+    """Every input of one request as numpy, copied inside execute (Triton frees them when it returns)."""
+
+    def __init__(self, request):
+        self.values = {t.name(): np.array(t.as_numpy()) for t in request.inputs()}
+
+    def __contains__(self, name):
+        return name in self.values
+
+    def get(self, name):
+        return self.values.get(name)
+
+    def first(self, name, default=None):
+        """The first element of a scalar input (how the C++ backend reads stop and streaming)."""
+        value = self.values.get(name)
+        return default if value is None or value.size == 0 else value.reshape(-1)[0].item()
+
+    def row(self, name, batch, b, default=None):
+        """Row b's value of a [B]/[B,1] scalar input."""
+        value = self.values.get(name)
+        if value is None or value.size == 0:
+            return default
+        flat = value.reshape(batch, -1) if value.size % batch == 0 else value.reshape(1, -1)
+        return flat[min(b, flat.shape[0] - 1), 0].item()
+
+    def tensor_row(self, name, batch, b):
+        value = self.values.get(name)
+        if value is None:
+            return None
+        return value[b] if value.ndim > 0 and value.shape[0] == batch else value
 
 
-class _RequestError(ValueError):
-    """A request the backend refuses; the message goes back to the client."""
+def _word_list(packed):
+    """[2, N] packed ids/offsets -> token-id lists, checked as the C++ backend's convertWordList."""
+    if packed is None or packed.size == 0:
+        return []
+    flat = [int(v) for v in packed.reshape(-1)]
+    if len(flat) % 2:
+        raise _Refused("Sparse list must not have odd length: " + " ".join(map(str, flat)) + " ")
+    n = len(flat) // 2
+    ids, offsets = flat[:n], flat[n:]
+    words, start = [], 0
+    for i, end in enumerate(offsets):
+        if end == -1:
+            break
+        if end > n:
+            raise _Refused("Sparse list must not have out-of-bound offsets: " + " ".join(map(str, flat)) + " ")
+        if i and end <= offsets[i - 1]:
+            raise _Refused("Sparse list must not have non-increasing offsets: " + " ".join(map(str, flat)) + " ")
+        words.append(ids[start:end])
+        start = end
+    return words
 
 
-def _scalars(request, name, batch):
-    """A [B]/[B,1] optional input as a list of B Python scalars, or None."""
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
-        return None
-    values = np.asarray(tensor.as_numpy()).reshape(-1)
-    if values.size != batch:
-        raise _RequestError(f"Expected a scalar tensor for tensor {name}")
-    return [v.item() for v in values]
+class _Stream:
+    """One executor request: a row of the Triton request, or one of its num_return_sequences."""
+
+    def __init__(self, job, batch_index, sequence_index, prompt, max_new, sampling, row_inputs):
+        self.job = job
+        self.batch_index = batch_index
+        self.sequence_index = sequence_index
+        self.prompt = prompt
+        self.max_new = max_new
+        self.sampling = sampling
+        self.inputs = row_inputs
+        self.cancelled = False
+        self.generation = None
+        self.sent_steps = 0  # generation steps already streamed
+        self.reused_blocks = 0
 
 
-def _word_lists(request, name, batch):
-    """[B,2,L] packed ids -> per row a list of token-id lists (None when absent)."""
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
-        return [[] for _ in range(batch)]
-    packed = np.asarray(tensor.as_numpy())
-    if packed.size == 0:
-        return [[] for _ in range(batch)]
-    packed = packed.reshape(batch, 2, -1)
-    rows = []
-    for b in range(batch):
-        ids, ends = packed[b, 0].tolist(), packed[b, 1].tolist()
-        words, start = [], 0
-        for end in ends:
-            if end < 0:
-                break
-            if end > len(ids) or end < start:
-                raise _RequestError(f"Invalid format for word list {name}")
-            if end > start:
-                words.append([int(t) for t in ids[start:end]])
-            start = end
-        rows.append(words)
-    return rows
+class _Job:
+    """One Triton request: its streams, its response sender and what it asked for."""
+
+    def __init__(self, request_id, sender, requested, streaming, batch):
+        self.request_id = request_id
+        self.sender = sender
+        self.requested = requested
+        self.streaming = streaming
+        self.batch = batch
+        self.streams = []
+        self.open = 0
+        self.lock = threading.Lock()
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        # A tiny model gains nothing from intra-op threads, and they spin against each other
+        # (and against other requests' threads) on a loaded CPU.
+        torch.set_num_threads(1)
         config = json.loads(args["model_config"])
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
         batching = _param(config, "gpt_model_type")
@@ -129,191 +185,309 @@ class TritonPythonModel:
         engine_dir = path if os.path.isabs(path) else os.path.join(_repository_root(args), path)
         if not os.path.isfile(os.path.join(engine_dir, "config.json")):
             raise ValueError(f"tensorrt_llm: gpt_model_path {path!r} -> {engine_dir} has no config.json")
-        exclude = _param(config, "exclude_input_in_output")
-        self.exclude_default = _bool(exclude, "exclude_input_in_output") if exclude is not None else False
+        self.exclude_default = _bool_param(config, "exclude_input_in_output", False)
+        self.reuse = _bool_param(config, "enable_kv_cache_reuse", False)
         beam = _param(config, "max_beam_width")
         self.max_beam_width = int(beam) if beam is not None else 1
+        period = _param(config, "cancellation_check_period_ms")
+        self.cancel_period = (int(period) if period is not None else 100) / 1000.0
         self.engine = runtime.CpuEngine.load(engine_dir)
+        self.slots = threading.BoundedSemaphore(self.engine.max_batch_size)
+        self.lock = threading.Lock()
+        self.next_id = 1  # executor request ids
+        self.by_request_id = {}  # Triton request id -> running streams (for stop)
+        self.blocks = set()  # KV-cache blocks (token prefixes) kept for reuse
+        self.threads = set()
 
-    # -- one request --------------------------------------------------------------------------
-
-    def _convert(self, request):
-        """Check a request and turn it into the runtime's arguments (one entry per row)."""
-        ids_tensor = pb_utils.get_input_tensor_by_name(request, "input_ids")
-        if ids_tensor is None:
-            raise _RequestError("A value is required for input_ids")
-        input_ids = np.asarray(ids_tensor.as_numpy())
-        if input_ids.ndim != 2:
-            raise _RequestError("Invalid format for input_ids")
-        batch = input_ids.shape[0]
-        if not self.decoupled and batch > 1:
-            raise _RequestError(
-                "Batch size > 1 requires the tensorrt_llm backend to be using decoupled transaction policy")
-        if batch > self.engine.max_batch_size:
-            raise _RequestError(
-                f"Batch size ({batch}) exceeds maximum batch size ({self.engine.max_batch_size}).")
-        lengths = _scalars(request, "input_lengths", batch) or [input_ids.shape[1]] * batch
-        max_new = _scalars(request, "request_output_len", batch)
-        if max_new is None:
-            raise _RequestError("A value is required for request_output_len")
-        streaming = _scalars(request, "streaming", batch) or [False] * batch
-        stream = bool(any(streaming))
-        if stream and not self.decoupled:
-            raise _RequestError("Streaming is only supported if model is deployed using decoupled mode.")
-        exclude = _scalars(request, "exclude_input_in_output", batch) or [self.exclude_default] * batch
-        for name in ("beam_width", "num_return_sequences"):
-            values = _scalars(request, name, batch)
-            if values is not None and any(int(v) > 1 for v in values):
-                raise _RequestError(f"{name} > 1 is not supported by the CPU lane (greedy decoding only)")
-        log_probs = _scalars(request, "return_log_probs", batch)
-        for name in ("return_context_logits", "return_generation_logits"):
-            values = _scalars(request, name, batch)
-            if values is not None and any(values):
-                raise _RequestError(f"{name} is not supported by the CPU lane")
-        for name in _REFUSED:
-            tensor = pb_utils.get_input_tensor_by_name(request, name)
-            if tensor is not None and np.asarray(tensor.as_numpy()).size > 0:
-                raise _RequestError(f"input '{name}' is not supported by the CPU lane")
-        end_ids = _scalars(request, "end_id", batch)
-        pad_ids = _scalars(request, "pad_id", batch)
-
-        prompts = []
-        for b in range(batch):
-            n = int(lengths[b])
-            if n < 1 or n > input_ids.shape[1]:
-                raise _RequestError(f"Invalid input_lengths {n} for input_ids of length {input_ids.shape[1]}")
-            prompts.append([int(t) for t in input_ids[b, :n]])
-            if n > self.engine.max_input_len:
-                raise _RequestError(
-                    f"Prompt length ({n}) exceeds maximum input length ({self.engine.max_input_len}).")
-            if int(max_new[b]) < 1:
-                raise _RequestError(f"request_output_len must be at least 1, got {int(max_new[b])}")
-            if n + int(max_new[b]) > self.engine.max_seq_len:
-                raise _RequestError(
-                    f"Prompt length + number of requested output tokens ({n} + {int(max_new[b])}) exceeds "
-                    f"maximum sequence length ({self.engine.max_seq_len}).")
-        return {
-            "batch": batch,
-            "prompts": prompts,
-            "max_new": [int(v) for v in max_new],
-            "stream": stream,
-            "exclude": [bool(v) for v in exclude],
-            "end_id": None if end_ids is None else [int(v) for v in end_ids],
-            "pad_id": None if pad_ids is None else [int(v) for v in pad_ids],
-            "bad_words": _word_lists(request, "bad_words_list", batch),
-            "stop_words": _word_lists(request, "stop_words_list", batch),
-            "log_probs": bool(log_probs is not None and any(log_probs)),
-        }
-
-    def _generate(self, req, on_token=None):
-        """Run the rows; rows with different end ids run separately (the runtime takes one end id)."""
-        batch = req["batch"]
-        end_ids, pad_ids = req["end_id"], req["pad_id"]
-        if end_ids is None or len(set(end_ids)) == 1:
-            groups = [list(range(batch))]
-        else:
-            groups = [[row] for row in range(batch)]
-        results = [None] * batch
-        for rows in groups:
-            callback = None
-            if on_token is not None:
-                callback = (lambda i, token, log_prob, rows=rows: on_token(rows[i], token, log_prob))
-            try:
-                out, log_probs = self.engine.generate(
-                    [req["prompts"][r] for r in rows],
-                    [req["max_new"][r] for r in rows],
-                    end_id=None if end_ids is None else end_ids[rows[0]],
-                    pad_id=None if pad_ids is None else pad_ids[rows[0]],
-                    bad_words=[req["bad_words"][r] for r in rows],
-                    stop_words=[req["stop_words"][r] for r in rows],
-                    on_token=callback,
-                    return_log_probs=True,
-                )
-            except runtime.EngineLimitError as e:
-                raise _RequestError(str(e)) from None
-            for r, tokens, probs in zip(rows, out, log_probs):
-                results[r] = ([int(t) for t in tokens], probs)
-        return results
-
-    @staticmethod
-    def _response(tokens, batch_index=None, log_probs=None):
-        out = [
-            pb_utils.Tensor("output_ids", np.asarray(tokens, dtype=np.int32).reshape(1, 1, len(tokens))),
-            pb_utils.Tensor("sequence_length", np.array([[len(tokens)]], dtype=np.int32)),
-        ]
-        if log_probs is not None:  # over the new tokens, as the real backend returns them
-            out.append(pb_utils.Tensor("cum_log_probs", np.array([[sum(log_probs)]], dtype=np.float32)))
-            out.append(pb_utils.Tensor("output_log_probs",
-                                       np.asarray(log_probs, dtype=np.float32).reshape(1, 1, len(log_probs))))
-        if batch_index is not None:
-            out.append(pb_utils.Tensor("batch_index", np.array([[batch_index]], dtype=np.int32)))
-        return pb_utils.InferenceResponse(output_tensors=out)
-
-    def _full(self, req, row, new_tokens):
-        return new_tokens if req["exclude"][row] else req["prompts"][row] + list(new_tokens)
-
-    def _serve_decoupled(self, request, sender):
-        req = self._convert(request)
-        batch = req["batch"]
-        index = (lambda row: row) if batch > 1 else (lambda row: None)
-        if not req["stream"]:
-            results = self._generate(req)
-            for row, (new_tokens, log_probs) in enumerate(results):
-                flags = _FINAL if row == batch - 1 else 0
-                sender.send(self._response(self._full(req, row, new_tokens), index(row),
-                                           log_probs if req["log_probs"] else None), flags=flags)
-            return
-        # Streaming: one response per token; hold one back so the last can carry the final flag.
-        pending = []
-        sent_rows = set()
-
-        def on_token(row, token, log_prob):
-            if pending:
-                sender.send(pending.pop())
-            pending.append(self._response([int(token)], index(row), [log_prob] if req["log_probs"] else None))
-            sent_rows.add(row)
-
-        self._generate(req, on_token=on_token)
-        for row in range(batch):  # rows that produced nothing still get an (empty) response
-            if row not in sent_rows:
-                if pending:
-                    sender.send(pending.pop())
-                pending.append(self._response([], index(row)))
-        sender.send(pending.pop(), flags=_FINAL)
+    # -- accepting requests ---------------------------------------------------------------------
 
     def execute(self, requests):
-        if self.decoupled:
-            for request in requests:
-                sender = request.get_response_sender()
-                try:
-                    stop = _scalars(request, "stop", 1)
-                    if stop and stop[0]:
-                        sender.send(pb_utils.InferenceResponse(output_tensors=[]), flags=_FINAL)
-                        continue
-                    self._serve_decoupled(request, sender)
-                except Exception as e:
-                    sender.send(self._error(request, e), flags=_FINAL)
-            return None
-        responses = []
         for request in requests:
+            sender = request.get_response_sender()
             try:
-                req = self._convert(request)
-                new_tokens, log_probs = self._generate(req)[0]
-                responses.append(self._response(self._full(req, 0, new_tokens), None,
-                                                log_probs if req["log_probs"] else None))
-            except Exception as e:
-                responses.append(self._error(request, e))
-        return responses
+                job = self._accept(request, sender)
+            except _Refused as e:
+                self._send(sender, pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(e))),
+                           _FINAL)
+                continue
+            except Exception as e:  # noqa: BLE001 - one bad request must not take the model down
+                self._send(sender, pb_utils.InferenceResponse(
+                    output_tensors=[], error=pb_utils.TritonError(f"{type(e).__name__}: {e}")), _FINAL)
+                continue
+            if job is not None:
+                self._start(job)
+        return None
+
+    def _accept(self, request, sender):
+        """Read and check one request (the C++ backend's enqueue); None for a stop request."""
+        inputs = _Inputs(request)
+        request_id = request.request_id()
+        if inputs.first("stop", False):
+            if not request_id:
+                raise _Refused("Trying to stop a request but request ID is not provided")
+            with self.lock:
+                for stream in self.by_request_id.get(request_id, ()):
+                    stream.cancelled = True
+            self._send(sender, pb_utils.InferenceResponse(output_tensors=[]), _FINAL)
+            return None
+        if "input_ids" not in inputs:
+            raise _Refused("inputTokens or encoderInputFeatures tensor not provided")
+        input_ids = inputs.get("input_ids")
+        if input_ids.ndim != 2:
+            raise _Refused("Expected inputTokens tensors to have 2 dimensions")
+        batch = input_ids.shape[0]
+        streaming = bool(inputs.first("streaming", False))
+        if not self.decoupled and batch > 1:
+            raise _Refused("Batch size > 1 requires the tensorrt_llm backend to be using decoupled transaction policy")
+        if streaming and not self.decoupled:
+            raise _Refused("Streaming is only supported if model is deployed using decoupled mode.")
+        for name in _ENCODER_INPUTS:
+            if name in inputs:
+                raise _Refused(f"input '{name}' is for encoder-decoder and multimodal engines; the CPU lane runs "
+                               f"decoder-only engines")
+        for name, message in _REFUSED.items():
+            if name in inputs:
+                raise _Refused(message)
+        job = _Job(request_id, sender, set(request.requested_output_names()), streaming, batch)
+        for name in ("output_ids", "sequence_length"):  # the C++ backend fails its first response so
+            if name not in job.requested:
+                raise _Refused(f"Error encountered while populating response: {name} tensor must be present in "
+                               f"list of output tensors")
+        lengths = inputs.get("input_lengths")
+        for b in range(batch):
+            row = input_ids[b]
+            if batch > 1:
+                if lengths is None:
+                    raise _Refused("input lengths tensor not provided")
+                row = row[: int(lengths.reshape(batch, -1)[b, 0])]
+            self._add_streams(job, inputs, b, [int(t) for t in row])
+        return job
+
+    def _add_streams(self, job, inputs, b, prompt):
+        get = lambda name, default=None: inputs.row(name, job.batch, b, default)  # noqa: E731
+        beam_width = int(get("beam_width", 1))
+        requested = get("num_return_sequences")
+        sequences = int(requested or 1)
+        top_p = float(get("runtime_top_p", 0.0))
+        sampling = runtime.Sampling(
+            beam_width=beam_width,
+            top_k=int(get("runtime_top_k", 0)),
+            top_p=top_p if top_p > 0 else 0.0,
+            top_p_min=get("runtime_top_p_min"),
+            top_p_decay=get("runtime_top_p_decay"),
+            top_p_reset_id=get("runtime_top_p_reset_ids"),
+            temperature=float(get("temperature", 1.0)),
+            repetition_penalty=float(get("repetition_penalty", 1.0)),
+            presence_penalty=float(get("presence_penalty", 0.0)),
+            frequency_penalty=float(get("frequency_penalty", 0.0)),
+            min_length=int(get("min_length", 1)),
+            length_penalty=float(get("len_penalty", 0.0)),
+            early_stopping=int(get("early_stopping", 1)),
+            diversity_rate=float(get("beam_search_diversity_rate", 0.0)),
+            seed=int(get("random_seed", 0)),
+            beams_out=min(sequences, beam_width) if beam_width > 1 and requested is not None else None,
+        )
+        row_inputs = {
+            "end_id": get("end_id"),
+            "exclude": bool(get("exclude_input_in_output", self.exclude_default)),
+            "log_probs": bool(get("return_log_probs", False)),
+            "context_logits": bool(get("return_context_logits", False)),
+            "generation_logits": bool(get("return_generation_logits", False)),
+            "kv_stats": bool(inputs.first("return_kv_cache_reuse_stats", False)),
+            "bad_words": _word_list(inputs.tensor_row("bad_words_list", job.batch, b)),
+            "stop_words": _word_list(inputs.tensor_row("stop_words_list", job.batch, b)),
+            "bias": inputs.tensor_row("embedding_bias", job.batch, b),
+            "draft": inputs.tensor_row("draft_input_ids", job.batch, b),
+            "sequences": sequences,
+        }
+        max_new = int(get("request_output_len"))
+        # beam_width 1: one executor child request per sequence; not decoupled only the first is delivered.
+        count = sequences if beam_width == 1 and self.decoupled else 1
+        for s in range(count):
+            seeded = dataclasses.replace(sampling, seed=sampling.seed + s)
+            job.streams.append(_Stream(job, b, s, prompt, max_new, seeded, row_inputs))
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _start(self, job):
+        job.open = len(job.streams)
+        with self.lock:
+            if job.request_id:
+                self.by_request_id.setdefault(job.request_id, []).extend(job.streams)
+        for stream in job.streams:
+            thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+            with self.lock:
+                self.threads.add(thread)
+            thread.start()
+
+    def _executor_error(self, stream, message):
+        with self.lock:
+            request_id, self.next_id = self.next_id, self.next_id + 1
+        return _Refused(f"Executor failed process requestId {request_id} due to the following error: {message}")
+
+    def _prepare(self, stream):
+        """The executor's checks when it takes the request (fetchNewRequests / forward)."""
+        engine, inputs = self.engine, stream.inputs
+        fetch = "Encountered an error when fetching new request: "
+        if stream.sampling.beam_width > self.max_beam_width:
+            raise self._executor_error(stream, "Encountered an error in forwardAsync function: [TensorRT-LLM][ERROR] "
+                                       f"Assertion failed: Requested beam width {stream.sampling.beam_width} is "
+                                       f"larger than configured max beam width {self.max_beam_width}")
+        draft = inputs["draft"]
+        if draft is not None and draft.size > engine.max_draft_len:
+            raise self._executor_error(stream, f"{fetch}Draft tokens length ({draft.size}) exceeds maximum draft "
+                                       f"tokens length ({engine.max_draft_len}).")
+        try:
+            max_new, warning = engine.check_lengths(stream.prompt, stream.max_new)
+        except runtime.EngineLimitError as e:
+            raise self._executor_error(stream, f"{fetch}{e}") from None
+        except ValueError as e:
+            raise self._executor_error(stream, f"{fetch}{e}") from None
+        if warning:
+            pb_utils.Logger.log_warn(f"[TensorRT-LLM][WARNING] {warning}")
+        if inputs["context_logits"] and not engine.gather_context_logits:
+            raise self._executor_error(stream, f"{fetch}[TensorRT-LLM][ERROR] Assertion failed: Return context "
+                                       f"logit need to build engine with gather_context_logits")
+        if inputs["generation_logits"] and not engine.gather_generation_logits:
+            raise self._executor_error(stream, f"{fetch}[TensorRT-LLM][ERROR] Assertion failed: To return "
+                                       f"generation logits, gather_generation_logits must be enabled in "
+                                       f"ExecutorConfig")
+        bias = inputs["bias"]
+        return runtime.Generation(
+            engine, stream.prompt, max_new, stream.sampling, end_id=inputs["end_id"],
+            bad_words=inputs["bad_words"], stop_words=inputs["stop_words"],
+            embedding_bias=None if bias is None or bias.size == 0 else torch.from_numpy(bias.astype(np.float32)),
+            want_context_logits=inputs["context_logits"], want_generation_logits=inputs["generation_logits"])
+
+    def _run(self, stream):
+        job = stream.job
+        try:
+            with self.slots:  # the executor's in-flight batch: at most max_batch_size requests at a time
+                try:
+                    stream.generation = self._prepare(stream)
+                except _Refused as e:
+                    self._finish(stream, pb_utils.InferenceResponse(output_tensors=[],
+                                                                    error=pb_utils.TritonError(str(e))))
+                    return
+                self._generate(stream)
+        except Exception as e:  # noqa: BLE001
+            self._finish(stream, pb_utils.InferenceResponse(
+                output_tensors=[], error=pb_utils.TritonError(f"Error encountered while populating response: "
+                                                              f"{type(e).__name__}: {e}")))
+        finally:
+            with self.lock:
+                self.threads.discard(threading.current_thread())
+                running = self.by_request_id.get(job.request_id)
+                if running is not None and stream in running:
+                    running.remove(stream)
+                    if not running:
+                        del self.by_request_id[job.request_id]
+
+    def _generate(self, stream):
+        gen, job = stream.generation, stream.job
+        checked = time.monotonic()
+        while not gen.finished:
+            now = time.monotonic()
+            if now - checked >= self.cancel_period:
+                checked = now
+                stream.cancelled = stream.cancelled or job.sender.is_cancelled()
+            if stream.cancelled:
+                gen.cancel()
+                pb_utils.Logger.log_info(f"tensorrt_llm: request '{job.request_id}' cancelled after "
+                                         f"{gen.steps} generated tokens")
+                break
+            added = gen.step()
+            if gen.steps == 1:
+                self._account_blocks(stream)
+            if job.streaming and not gen.finished and any(added):
+                with job.lock:
+                    self._send(job.sender, self._response(stream))
+        self._finish(stream, self._response(stream))
+
+    def _finish(self, stream, response):
+        job = stream.job
+        with job.lock:  # the final flag must go out after every other stream's last response
+            job.open -= 1
+            self._send(job.sender, response, _FINAL if job.open == 0 else 0)
 
     @staticmethod
-    def _error(request, e):
-        if isinstance(e, _RequestError):
-            message = str(e)
+    def _send(sender, response, flags=0):
+        try:
+            sender.send(response, flags=flags)
+        except Exception as e:  # noqa: BLE001 - e.g. the client is gone
+            pb_utils.Logger.log_warn(f"tensorrt_llm: could not send a response: {e}")
+
+    # -- responses ----------------------------------------------------------------------------
+
+    def _account_blocks(self, stream):
+        """KV-cache reuse statistics, modelled on the block manager: full blocks of the prompt seen before."""
+        if not stream.inputs["kv_stats"] and not self.reuse:
+            return
+        size, prompt = self.engine.tokens_per_block, stream.prompt
+        prefixes = [tuple(prompt[: (i + 1) * size]) for i in range((len(prompt) - 1) // size)]
+        if self.reuse:
+            with self.lock:
+                for prefix in prefixes:
+                    if prefix not in self.blocks:
+                        break
+                    stream.reused_blocks += 1
+                self.blocks.update(prefixes)
+
+    def _response(self, stream):
+        gen, job, inputs = stream.generation, stream.job, stream.inputs
+        streaming = job.streaming
+        beams = gen.beams or [runtime.Beam([], [])]
+        if streaming and gen.width == 1:
+            start = stream.sent_steps
+            sequences = [b.tokens[start:] for b in beams]
+        elif streaming or inputs["exclude"]:
+            sequences = [list(b.tokens) for b in beams]
         else:
-            message = (f"An error occurred when processing the input values for request id "
-                       f"{request.request_id()}, the error was '{type(e).__name__}: {e}'")
-        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+            sequences = [stream.prompt + b.tokens for b in beams]
+        steps = (stream.sent_steps, gen.steps)
+        stream.sent_steps = gen.steps if gen.width > 1 else len(beams[0].tokens)
+        tensors = {
+            "output_ids": _padded(sequences, np.int32).reshape(1, len(sequences), -1),
+            "sequence_length": np.array([[len(s) for s in sequences]], dtype=np.int32),
+        }
+        if inputs["log_probs"]:
+            tensors["cum_log_probs"] = np.array([[b.cum_log_prob for b in beams]], dtype=np.float32)
+            tensors["output_log_probs"] = _padded([b.log_probs for b in beams], np.float32)[None]
+        if inputs["context_logits"] and gen.context_logits is not None:
+            tensors["context_logits"] = gen.context_logits.numpy().astype(np.float32)[None]
+        if inputs["generation_logits"] and gen.generation_logits is not None:
+            logits = gen.generation_logits.numpy().astype(np.float32)
+            if streaming:
+                logits = logits[:, steps[0]:steps[1]]
+            tensors["generation_logits"] = logits[None]
+        if job.batch > 1:
+            tensors["batch_index"] = np.array([[stream.batch_index]], dtype=np.int32)
+        if stream.inputs["sequences"] > 1:
+            tensors["sequence_index"] = np.array([[stream.sequence_index]], dtype=np.int32)
+        if inputs["kv_stats"]:
+            total = math.ceil((len(stream.prompt) + len(beams[0].tokens)) / self.engine.tokens_per_block)
+            tensors["kv_cache_alloc_total_blocks"] = np.array([[total]], dtype=np.int32)
+            tensors["kv_cache_reused_blocks"] = np.array([[stream.reused_blocks]], dtype=np.int32)
+            tensors["kv_cache_alloc_new_blocks"] = np.array([[total - stream.reused_blocks]], dtype=np.int32)
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in tensors.items()
+            if name in job.requested])
 
     def finalize(self):
+        with self.lock:
+            streams = [s for running in self.by_request_id.values() for s in running]
+            threads = list(self.threads)
+        for stream in streams:
+            stream.cancelled = True
+        for thread in threads:
+            thread.join(timeout=5)
         self.engine = None
 
+
+def _padded(rows, dtype):
+    """Rows of different lengths -> one array, padded with -1 (as the C++ backend pads beams)."""
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), width), -1, dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
