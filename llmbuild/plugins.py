@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .core.protocols import Executor, Subsystem, Toolchain
+from .core.protocols import Executor, RemoteCache, Subsystem, Toolchain
 from .core.settings import resolve_dir
 from .core.target import KINDS, Kind, Target
 from .core.workspace import Workspace
@@ -91,6 +91,9 @@ class DefaultPlugins:
             return image_tag(key)
 
         return DockerExecutor(image, str(container.address))
+
+    def remote_cache(self, ws: Workspace) -> RemoteCache | None:
+        return None
 
 
 def load_workspace(start: Path | None = None, environ: Mapping[str, str] | None = None, *,
