@@ -9,6 +9,7 @@
                                                         runs doit on exactly those (CI)
     llmbuild schema [--out FILE]                        JSON Schema of BUILD.toml, for editors
     llmbuild schema --reference [--out FILE]            docs/reference.md: every field, generated
+    llmbuild cache push|pull [SPEC...]                  move entries to / from the remote cache
 """
 
 from __future__ import annotations
@@ -118,6 +119,12 @@ def cmd_changed(args) -> int:
     return build_affected(ws, report, args.doit_args, environ) if args.build else 0
 
 
+def cmd_cache(args) -> int:
+    from .remote.commands import cache_command  # imports boto3: only for this command
+
+    return cache_command(_load(args, verify_sources=True), args.action, args.specs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmbuild",
@@ -189,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--reference", action="store_true",
                         help="the Markdown field reference (docs/reference.md) instead")
     schema.set_defaults(func=cmd_schema)
+
+    cache = sub.add_parser("cache", help="push entries to the remote cache, or pull them into the local one",
+                           description="Move the entries of the selected targets, and of what they depend "
+                           "on, between the local cache and remote_cache (S3). push: those built here that "
+                           "the remote lacks; pull: those the remote has, every file verified. Exit status "
+                           "1 when some target could not be moved.")
+    cache.add_argument("action", choices=["push", "pull"])
+    cache.add_argument("specs", nargs="*", metavar="SPEC")
+    cache.set_defaults(func=cmd_cache)
     return parser
 
 

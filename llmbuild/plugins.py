@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .core.protocols import Executor, Subsystem, Toolchain
+from .core.protocols import Executor, RemoteCache, Subsystem, Toolchain
 from .core.settings import resolve_dir
 from .core.target import KINDS, Kind, Target
 from .core.workspace import Workspace
 from .executors.docker import IMAGE_FILE, DockerExecutor, image_tag
 from .executors.local import LocalExecutor
+from .remote.settings import SUBSYSTEM as REMOTE_SUBSYSTEM, RemoteCacheSettings
 from .toolchains.cpu.toolchain import CpuToolchain
 from .toolchains.subsystem import CONTAINER_FIELD, SUBSYSTEM, ToolchainSettings, gpu_pool
 from .toolchains.trtllm import flags
@@ -35,12 +36,14 @@ def load_kinds() -> dict[str, Kind]:
 
 
 class DefaultPlugins:
-    """llmbuild's own kinds; the CPU-lane or TensorRT-LLM toolchain; local or Docker execution."""
+    """llmbuild's own kinds; the CPU-lane or TensorRT-LLM toolchain; local or Docker execution;
+    a remote cache on S3."""
 
-    subsystems: tuple[Subsystem, ...] = (SUBSYSTEM,)
+    subsystems: tuple[Subsystem, ...] = (SUBSYSTEM, REMOTE_SUBSYSTEM)
 
     def __init__(self) -> None:
         self._toolchains: dict[tuple, Toolchain] = {}
+        self._remotes: dict[str, RemoteCache] = {}
 
     @property
     def kinds(self) -> Mapping[str, Kind]:
@@ -91,6 +94,19 @@ class DefaultPlugins:
             return image_tag(key)
 
         return DockerExecutor(image, str(container.address))
+
+    def remote_cache(self, ws: Workspace) -> RemoteCache | None:
+        """An S3 remote cache when `remote_cache` names one and its mode is not off (boto3 is
+        imported only then)."""
+        options = ws.settings.option(RemoteCacheSettings)
+        if options.remote_cache is None or options.remote_cache_mode == "off":
+            return None
+        key = options.model_dump_json()
+        if key not in self._remotes:
+            from .remote.s3 import S3RemoteCache
+
+            self._remotes[key] = S3RemoteCache.from_settings(options)
+        return self._remotes[key]
 
 
 def load_workspace(start: Path | None = None, environ: Mapping[str, str] | None = None, *,

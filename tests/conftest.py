@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["docker_fixtures"]
+pytest_plugins = ["docker_fixtures", "s3_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 #: One CPU Triton install shared by every test workspace (the first install takes ~40 s).
@@ -151,9 +151,9 @@ class Workspace:
                                  f"{proc.stdout}\n{proc.stderr}")
         return run
 
-    def llmbuild(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def llmbuild(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, "-m", "llmbuild", *args], cwd=self.root,
-                              capture_output=True, text=True, env=self.env(), timeout=300)
+                              capture_output=True, text=True, env=env or self.env(), timeout=300)
         if check and proc.returncode != 0:
             raise AssertionError(f"llmbuild {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
         return proc

@@ -1,4 +1,5 @@
-"""Bring one target up to date: restore a known key, or build, commit and link it."""
+"""Bring one target up to date: restore a known key (from the local cache, else from the remote
+one), or build, commit, publish and link it."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .context import KindContext
 from .digests import digest_of_listing
 from .errors import BuildFailed, LLMBuildError
 from .keys import KeyDocument
-from .protocols import Executor, Server
+from .protocols import Executor, RemoteCache, Server
 from .slots import SlotPool
 from .steps import PathArg, Plan, Step
 from .target import Target
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .workspace import Workspace
 
 BUILT, RESTORED, UP_TO_DATE, FAILED, SKIPPED = "built", "restored", "up-to-date", "failed", "skipped"
+#: Where a restored output came from (the `from` of its row in dist/run.json).
+LOCAL, REMOTE = "local", "remote"
 
 
 class RunContext(KindContext):
@@ -81,7 +84,8 @@ class RunContext(KindContext):
 
 @dataclass(frozen=True)
 class Result:
-    """`started`: Unix time the target began running (once it held its GPUs); `gpus`: their IDs."""
+    """`started`: Unix time the target began running (once it held its GPUs); `gpus`: their IDs;
+    `origin`: for a restored output, the cache it came from (LOCAL or REMOTE)."""
 
     outcome: str
     key: str | None
@@ -89,10 +93,12 @@ class Result:
     message: str = ""
     started: float = 0.0
     gpus: tuple[int, ...] = ()
+    origin: str | None = None
 
     def as_values(self) -> dict[str, Any]:
-        return {"outcome": self.outcome, "key": self.key, "seconds": round(self.seconds, 3),
-                "started": round(self.started, 3), "gpus": list(self.gpus)}
+        values = {"outcome": self.outcome, "key": self.key, "seconds": round(self.seconds, 3),
+                  "started": round(self.started, 3), "gpus": list(self.gpus)}
+        return {**values, "from": self.origin} if self.origin else values
 
 
 def unlink_dist(ws: Workspace, target: Target) -> bool:
@@ -138,11 +144,85 @@ def _bring_up_to_date(ws: Workspace, target: Target) -> Result:
             if not ws.is_committed(target, key):
                 unlink_dist(ws, target)  # before building: even a killed build leaves no stale link
                 ws.cache.evict(key)  # an entry whose output no longer stands (e.g. image deleted)
-                built = _build(ws, target, key, document)
+                remote = remote_for(ws, target)
+                if remote is not None and restore_from_remote(ws, remote, target, key):
+                    link_dist(ws, target, key)
+                    return Result(RESTORED, key, time.monotonic() - clock, started=started, origin=REMOTE)
+                built = _build_and_publish(ws, remote, target, key, document, started, clock)
                 link_dist(ws, target, key)
                 return built
     link_dist(ws, target, key)
-    return Result(RESTORED, key, time.monotonic() - clock, started=started)
+    return Result(RESTORED, key, time.monotonic() - clock, started=started, origin=LOCAL)
+
+
+def remote_for(ws: Workspace, target: Target) -> RemoteCache | None:
+    """The workspace's remote cache, for a target whose output another machine can use."""
+    return ws.plugins.remote_cache(ws) if target.kind.portable else None
+
+
+def restore_from_remote(ws: Workspace, remote: RemoteCache, target: Target, key: str) -> bool:
+    """Download the key's entry into staging, verify every file against the manifest, commit it
+    locally; False (nothing committed) on a miss or an entry that fails verification. Call with
+    the key's lock held."""
+    staging = ws.cache.stage(key)
+    try:
+        manifest = remote.fetch(key, staging, label=str(target.address))
+        problem = _unverified(ws, staging, key, manifest) if manifest is not None else None
+    except BaseException:
+        ws.cache.drop(staging)
+        raise
+    if manifest is not None and problem is None:
+        ws.cache.commit(staging, manifest)
+        return True
+    ws.cache.drop(staging)
+    if problem is not None:
+        print(f"llmbuild: {target.address}: the entry of key {key[:12]} in {remote.url} is corrupt "
+              f"({problem}): not used", file=sys.stderr, flush=True)
+        remote.discard(key)
+    return False
+
+
+def _unverified(ws: Workspace, staging: Staging, key: str, manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a fetched entry (None: it is the key's, whole, every file as listed)."""
+    listed = manifest.get("outputs")
+    if manifest.get("key") != key or KeyDocument.from_dict(manifest.get("document") or {}).key != key:
+        return "its manifest is for another key"
+    if not isinstance(listed, dict) or manifest.get("output_digest") != digest_of_listing(listed):
+        return "its file list does not match its output digest"
+    found = ws.digests.tree_files(staging.out)
+    for name in sorted(set(listed) | set(found)):
+        if name not in found:
+            return f"out/{name} is missing"
+        if name not in listed:
+            return f"out/{name} is not in its manifest"
+        if found[name] != listed[name]:
+            return f"out/{name} does not match its digest"
+    return None
+
+
+def publish_to_remote(ws: Workspace, remote: RemoteCache, target: Target, key: str) -> bool:
+    """Upload a committed entry whose files still match its manifest; False when they do not."""
+    manifest = ws.cache.manifest(key)
+    if manifest is None or ws.digests.tree_files(ws.cache.out(key)) != manifest.get("outputs"):
+        print(f"llmbuild: {target.address}: the local entry of key {key[:12]} no longer matches its "
+              f"manifest: not uploaded to {remote.url}", file=sys.stderr, flush=True)
+        return False
+    remote.publish(key, ws.cache.entry(key), manifest, label=str(target.address))
+    return True
+
+
+def _build_and_publish(ws: Workspace, remote: RemoteCache | None, target: Target, key: str,
+                       document: KeyDocument, started: float, clock: float) -> Result:
+    """Build; with a remote that may be written, holding its claim on the key (an entry published
+    elsewhere meanwhile is restored instead), then publish the entry."""
+    if remote is None or not remote.writes:
+        return _build(ws, target, key, document)
+    with remote.claim(key, label=str(target.address)):
+        if restore_from_remote(ws, remote, target, key):  # built elsewhere while we waited
+            return Result(RESTORED, key, time.monotonic() - clock, started=started, origin=REMOTE)
+        built = _build(ws, target, key, document)
+        publish_to_remote(ws, remote, target, key)
+    return built
 
 
 @contextmanager

@@ -105,6 +105,10 @@ class Cache:
             os.rename(staging.path, target)
         return target
 
+    def drop(self, staging: Staging) -> None:
+        """Remove a staging directory that will not be committed."""
+        _remove_tree(staging.path)
+
     def evict(self, key: str) -> None:
         """Drop a committed entry (call with the key's lock held)."""
         entry = self.entry(key)

@@ -6,8 +6,10 @@ TensorRT-LLM / TensorRT versions, GPU architecture, the stand-ins' code). An
 worker). A step crosses the seam as an `Invocation`: placeholders for paths,
 host paths for them, the GPUs it needs, and its environment with secrets named
 but never valued, so it can be shipped to another machine and its identity
-never holds a secret. `Plugins` is what a workspace is loaded with: the kinds,
-the settings subsystems, and the choice of toolchain and executor per target.
+never holds a secret. A *remote cache* is a second action cache shared between
+machines, behind the local one. `Plugins` is what a workspace is loaded with: the
+kinds, the settings subsystems, the choice of toolchain and executor per target,
+and the remote cache.
 Implementations live outside `core/` (`llmbuild.plugins` wires the defaults).
 """
 
@@ -24,6 +26,7 @@ from pydantic import BaseModel
 from .steps import PathArg
 
 if TYPE_CHECKING:
+    from .cache import Staging
     from .target import Kind, Target
     from .workspace import Workspace
 
@@ -128,6 +131,34 @@ class Toolchain(Protocol):
               gpus: tuple[int, ...] = ()) -> AbstractContextManager[Server]: ...
 
 
+@runtime_checkable
+class RemoteCache(Protocol):
+    """A shared action cache behind the local one (read-through, write-through).
+
+    The core never trusts it: every file `fetch` brings is verified against the manifest
+    before the local commit. Problems are the implementation's to report: a corrupt or
+    partial entry is said in one line and is a miss; an unreachable store is warned about
+    once and is a miss from then on (or an LLMBuildError when the remote is required)."""
+
+    url: str  # where it is, for messages (never a credential)
+    writes: bool  # False when it may only be read
+
+    def fetch(self, key: str, staging: Staging, *, label: str) -> dict[str, Any] | None:
+        """Download the entry of `key` into `staging` (out/ and the log); return its manifest,
+        or None when the remote has no entry to offer."""
+
+    def discard(self, key: str) -> None:
+        """The entry `fetch` brought for `key` failed verification: never offer it again."""
+
+    def claim(self, key: str, *, label: str) -> AbstractContextManager[None]:
+        """Held while this process builds `key`: a process elsewhere building the same key waits
+        for this one's entry instead (a no-op when the remote cannot be written)."""
+
+    def publish(self, key: str, entry: Path, manifest: dict[str, Any], *, label: str) -> None:
+        """Upload a committed local entry: content first, manifest last; an entry already
+        there is never overwritten (first writer wins)."""
+
+
 @dataclass(frozen=True)
 class Subsystem:
     """Settings in `[tool.llmbuild]` owned by one plugin (Pants' subsystems): its keys are
@@ -151,6 +182,9 @@ class Plugins(Protocol):
     def toolchain_for(self, ws: Workspace, target: Target) -> Toolchain: ...
 
     def executor_for(self, ws: Workspace, target: Target) -> Executor: ...
+
+    def remote_cache(self, ws: Workspace) -> RemoteCache | None:
+        """The remote cache the workspace's settings name (None: none, or turned off)."""
 
 
 def iter_subsystem_keys(subsystems: tuple[Subsystem, ...]) -> Iterator[tuple[str, Subsystem]]:

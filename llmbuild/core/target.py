@@ -85,6 +85,9 @@ class Kind:
     name: ClassVar[str]
     Fields: ClassVar[type[TargetFields]]
     help: ClassVar[str] = ""
+    #: Whether its output is only the files in its entry, so another machine can restore it
+    #: from a remote cache (a container's names an image in this host's Docker daemon).
+    portable: ClassVar[bool] = True
 
     def unavailable(self, ctx: KindContext) -> str | None:
         """Why this target cannot build on the active lane, or None."""

@@ -1,7 +1,8 @@
 """Record each target's outcome of a doit run into dist/run.json, whatever happens.
 
 Each row: address, kind, outcome, key, seconds, `started` (Unix time the target began
-running, once it held its GPUs; else when it was processed) and `gpus` (the IDs it held)."""
+running, once it held its GPUs; else when it was processed) and `gpus` (the IDs it held); a
+restored target's row says `from` which cache: "local" or "remote"."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class RunRecord:
 
     def _record(self, task, outcome: str, seconds: float | None = None, key: str | None = None,
                 note: str | None = None, log: str | None = None, started: float | None = None,
-                gpus: list[int] | tuple[int, ...] = ()) -> None:
+                gpus: list[int] | tuple[int, ...] = (), origin: str | None = None) -> None:
         target = self._target(task)
         if target is None:
             return
@@ -59,6 +60,8 @@ class RunRecord:
             started = self._began.get(task.name, time.time())
         record = {"address": task.name, "kind": target.kind.name, "outcome": outcome,
                   "key": key, "seconds": round(seconds, 3), "started": round(started, 3), "gpus": list(gpus)}
+        if origin:
+            record["from"] = origin
         if note:
             record["note"] = note
         if log:
@@ -74,7 +77,7 @@ class RunRecord:
         values = getattr(task, "values", None) or {}
         if "outcome" in values:
             self._record(task, values["outcome"], values.get("seconds"), values.get("key"),
-                         started=values.get("started"), gpus=values.get("gpus", ()))
+                         started=values.get("started"), gpus=values.get("gpus", ()), origin=values.get("from"))
         super().add_success(task)
 
     def add_failure(self, task, fail_info):
@@ -133,7 +136,8 @@ class RunRecord:
         for record in self._records.values():
             counts[record["outcome"]] = counts.get(record["outcome"], 0) + 1
             if record["outcome"] != UP_TO_DATE:
-                note = record.get("log") and f"log: {record['log']}" or record.get("note")
+                note = (record.get("log") and f"log: {record['log']}" or record.get("note")
+                        or record.get("from") and f"from {record['from']}")
                 note = f"  ({note})" if note else ""
                 seconds = f"{record['seconds']:.1f}s" if record["outcome"] in (BUILT, FAILED, "restored") else ""
                 lines.append(f"  {record['outcome']:<10} {record['address']:<40} {seconds}{note}")

@@ -58,6 +58,7 @@ class Container(Kind):
     name = "container"
     Fields = ContainerFields
     help = "A Docker image (pulled or built from a Dockerfile) that other targets' steps run in."
+    portable = False  # its output names an image in this host's daemon: never in a remote cache
 
     def derived_sources(self, ctx):
         f: ContainerFields = ctx.fields

@@ -1,0 +1,1 @@
+"""The remote cache: an action cache on an S3-compatible store, shared between machines."""
