@@ -221,19 +221,21 @@ def measure_edits(llmbuild: Tool, root: Path, n: int, repeat: int) -> dict:
 
 # ------------------------------------------------------------------ hashing
 
-def hash_throughput(size_bytes: int, work: Path) -> dict:
-    """GB/s by name: benchmarks/hash_throughput.py's measure() when present, else measure_hashes."""
+def hash_throughput(size_bytes: int) -> dict:
+    """benchmarks/hash_throughput.py's measure() when present, else measure_hashes (same shape:
+    {"results": [{"method", "threads", "gb_per_s", ...}], ...}), with "ours": our best GB/s."""
     try:
         from hash_throughput import measure
     except ImportError:
-        source, figures = "run.py measure_hashes", measure_hashes(size_bytes, work)
-    else:
-        source, figures = "hash_throughput.measure", measure(size_bytes)
-    return {"file_gb": round(size_bytes / 1e9, 2), "source": source, **figures}
+        measure = measure_hashes
+    result = measure(size_bytes)
+    result["ours"] = max(r["gb_per_s"] for r in result["results"] if "ours" in r["method"])
+    return result
 
 
-def measure_hashes(size_bytes: int, work: Path, repeat: int = 3) -> dict:
-    """llmbuild's hash_file ("ours"), md5 and sha256 over one file in the page cache, median GB/s."""
+def measure_hashes(size_bytes: int, repeat: int = 5) -> dict:
+    """llmbuild's hash_file ("ours"), md5 and sha256 over one file in the page cache: GB/s of the
+    fastest of `repeat` runs (others' load only slows a run down), the median kept too."""
     sys.path.insert(0, str(REPO))
     from llmbuild.core.digests import hash_file
 
@@ -244,22 +246,23 @@ def measure_hashes(size_bytes: int, work: Path, repeat: int = 3) -> dict:
         return run
 
     block = os.urandom(64 * 2**20)
-    with tempfile.NamedTemporaryFile(dir=work) as handle:
-        for _ in range(math.ceil(size_bytes / len(block))):
-            handle.write(block)
+    rows = []
+    with tempfile.NamedTemporaryFile() as handle:
+        for offset in range(0, size_bytes, len(block)):
+            handle.write(block[:size_bytes - offset])
         handle.flush()
         path = Path(handle.name)
-        size = path.stat().st_size
         hash_file(path)  # into the page cache
-        result = {}
-        for name, digest in (("ours", hash_file), ("md5", hashlib_file("md5")), ("sha256", hashlib_file("sha256"))):
-            times = []
+        for name, digest in (("hash_file (ours)", hash_file), ("md5", hashlib_file("md5")),
+                             ("sha256", hashlib_file("sha256"))):
+            seconds = []
             for _ in range(repeat):
                 started = time.perf_counter()
                 digest(path)
-                times.append(time.perf_counter() - started)
-            result[name] = round(size / median(times) / 1e9, 2)
-    return result
+                seconds.append(time.perf_counter() - started)
+            rows.append({"method": name, "threads": 1, "median_seconds": round(median(seconds), 4),
+                         "gb_per_s": round(size_bytes / min(seconds) / 1e9, 3)})
+    return {"size_bytes": size_bytes, "repeat": repeat, "results": rows}
 
 
 # ------------------------------------------------------------------ parallel builds
@@ -276,17 +279,21 @@ def measure_parallel(run_dir: Path, env: dict[str, str], builds: int, gpus: int,
     record.unlink()
     wall = Tool("llmbuild", doit + ["-n", str(builds)], env).run(root)["seconds"]
     rows = [r for r in run_json(root) if r["kind"] == "engine" and r["outcome"] == "built"]
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    shutil.rmtree(root)
     ideal = math.ceil(builds * per_build / gpus) * seconds
     result = {"builds": builds, "gpus": gpus, "gpus_per_build": per_build, "build_seconds": seconds,
               "ideal": ideal, "wall": round(wall, 2)}
-    shutil.rmtree(root)
     if len(rows) != builds:
         raise SystemExit(f"parallel: expected {builds} engines built, got {len(rows)}")
-    if not all("started" in r and "gpus" in r for r in rows):
+    if not all(r.get("gpus") for r in rows):
         return {**result, "status": "n/a (needs GPU slots)"}
     spans = [(r["started"], r["started"] + r["seconds"], len(r["gpus"])) for r in rows]
+    devices = [(c["started"], c["ended"], set((c["cuda_visible_devices"] or "").split(","))) for c in calls]
+    shared = sum(1 for i, (s1, e1, d1) in enumerate(devices) for s2, e2, d2 in devices[i + 1:]
+                 if s1 < e2 and s2 < e1 and d1 & d2)
     return {**result, "status": "ok", "span": round(max(e for _, e, _ in spans) - min(s for s, _, _ in spans), 2),
-            "peak_gpus_held": peak_held(spans)}
+            "peak_gpus_held": peak_held(spans), "concurrent_builds_sharing_a_device": shared}
 
 
 def peak_held(spans: list[tuple[float, float, int]]) -> int:
@@ -355,8 +362,9 @@ def render(results: dict) -> str:
     table(f"edit one model, `doit` to done, median of {results['config']['edit_repeat']} (s)", edit_rows)
 
     h = results["hash"]
-    lines.append(f"hash throughput, {h['file_gb']} GB file in the page cache (GB/s): "
-                 + ", ".join(f"{k} {v}" for k, v in h.items() if k != "file_gb" and isinstance(v, (int, float))))
+    lines.append(f"hash throughput, {h['size_bytes'] / 1e9:.1f} GB file in the page cache, best of {h['repeat']} "
+                 "(GB/s): " + ", ".join(f"{r['method']}{' x%d threads' % r['threads'] if r['threads'] > 1 else ''} "
+                                        f"{r['gb_per_s']:.2f}" for r in h["results"]))
     for p in results["parallel"]:
         head = (f"parallel: {p['builds']} engine builds x {p['gpus_per_build']} GPU, {p['gpus']} simulated GPUs, "
                 f"-n {p['builds']}, stand-in build {p['build_seconds']:g} s: ")
@@ -365,7 +373,8 @@ def render(results: dict) -> str:
         else:
             lines.append(head + f"wall {p['wall']:.1f} s, builds span {p['span']:.1f} s, ideal "
                          f"{p['ideal']:.1f} s ({ratio(p['span'], p['ideal'])}), at most {p['peak_gpus_held']} "
-                         "GPUs held at once")
+                         f"GPUs held at once, {p['concurrent_builds_sharing_a_device']} concurrent builds "
+                         "sharing a CUDA_VISIBLE_DEVICES ID")
     lines.append("")
     lines.append("targets (issue 11):")
     lines += [f"  {'met ' if t['met'] else 'MISS'}  {t['target']}: {t['measured']}" for t in results["targets"]]
@@ -403,12 +412,13 @@ def check_targets(results: dict) -> list[dict]:
     first, second = big["fresh_clone"]["llmbuild"]
     add("fresh clone: second run costs a no-op (<= 1.2x)", second <= 1.2 * noop,
         f"{first:.2f} s then {second:.2f} s (no-op {noop:.2f} s)")
-    ours = results["hash"].get("ours")
-    add("hashing >= 2 GB/s", ours is not None and ours >= 2, f"{ours} GB/s")
+    ours = results["hash"]["ours"]
+    add("hashing >= 2 GB/s", ours >= 2, f"{ours:.2f} GB/s")
     for p in results["parallel"]:
         if p["status"] == "ok":
             add(f"{p['builds']} builds x {p['gpus_per_build']} GPU on {p['gpus']}: ~ceil(N*g/G) build-times "
-                "(<= 1.2x)", p["span"] <= 1.2 * p["ideal"] and p["peak_gpus_held"] <= p["gpus"],
+                "(<= 1.2x), never over-committed", p["span"] <= 1.2 * p["ideal"] and p["peak_gpus_held"] <= p["gpus"]
+                and p["concurrent_builds_sharing_a_device"] == 0,
                 f"span {p['span']:.1f} s vs ideal {p['ideal']:.1f} s, peak {p['peak_gpus_held']} GPUs")
         else:
             add(f"{p['builds']} builds x {p['gpus_per_build']} GPU on {p['gpus']}", False, p["status"])
@@ -454,7 +464,7 @@ def main() -> int:
     try:
         results["scales"] = [measure_scale(n, args, run_dir, env, dvc_bin) for n in models]
         print("hash throughput", file=sys.stderr, flush=True)
-        results["hash"] = hash_throughput(args.hash_mb * 2**20, run_dir)
+        results["hash"] = hash_throughput(args.hash_mb * 2**20)
         print("parallel builds", file=sys.stderr, flush=True)
         results["parallel"] = [measure_parallel(run_dir, env, args.builds, args.gpus, g, args.build_seconds)
                                for g in (1, 2)]

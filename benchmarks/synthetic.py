@@ -90,14 +90,14 @@ def task_model():
 
 
 def make(root: Path, models: int, source_bytes: int, pad_file_bytes: int) -> int:
-    """Write the workspace (llmbuild, plain doit and DVC files) of `models` models under `root`.
-    Returns the number of source files per model."""
+    """Write the workspace (llmbuild, plain doit and DVC files) of `models` models under `root`,
+    with its own llmbuild cache beside it (<root>-cache). Returns the number of source files per model."""
     root.mkdir(parents=True)
     (root / "dodo.py").write_text((REPO / "dodo.py").read_text())
     (root / "pyproject.toml").write_text(textwrap.dedent(f"""\
         [tool.llmbuild]
         build_roots = ["{MODELS}"]
-        cache = "{root.parent / 'cache'}"
+        cache = "{root.parent / (root.name + '-cache')}"
         lane = "cpu"
         """))
     (root / "plain.py").write_text(PLAIN_DODO)
