@@ -37,7 +37,7 @@ def load_kinds() -> dict[str, Kind]:
 
 
 class DefaultPlugins:
-    """llmbuild's own kinds; the CPU-lane or TensorRT-LLM toolchain; local or Docker execution;
+    """llmbuild's own kinds; the CPU-lane or TensorRT-LLM toolchain; local, Docker or Ray execution;
     a remote cache on S3."""
 
     subsystems: tuple[Subsystem, ...] = (SUBSYSTEM, REMOTE_SUBSYSTEM, EXECUTOR_SUBSYSTEM)
