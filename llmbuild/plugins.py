@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .core.protocols import Executor, RemoteCache, Subsystem, Toolchain
+from .core.protocols import Builder, Executor, RemoteCache, Subsystem, Toolchain
 from .core.settings import resolve_dir
 from .core.target import KINDS, Kind, Target
 from .core.workspace import Workspace
 from .executors.docker import IMAGE_FILE, DockerExecutor, image_tag
 from .executors.local import LocalExecutor
+from .executors.ray_cluster import SUBSYSTEM as EXECUTOR_SUBSYSTEM, ExecutorSettings, is_step_kind, ray_builder
 from .remote.settings import SUBSYSTEM as REMOTE_SUBSYSTEM, RemoteCacheSettings
 from .toolchains.cpu.toolchain import CpuToolchain
 from .toolchains.subsystem import CONTAINER_FIELD, SUBSYSTEM, ToolchainSettings, gpu_pool
@@ -36,10 +37,10 @@ def load_kinds() -> dict[str, Kind]:
 
 
 class DefaultPlugins:
-    """llmbuild's own kinds; the CPU-lane or TensorRT-LLM toolchain; local or Docker execution;
+    """llmbuild's own kinds; the CPU-lane or TensorRT-LLM toolchain; local, Docker or Ray execution;
     a remote cache on S3."""
 
-    subsystems: tuple[Subsystem, ...] = (SUBSYSTEM, REMOTE_SUBSYSTEM)
+    subsystems: tuple[Subsystem, ...] = (SUBSYSTEM, REMOTE_SUBSYSTEM, EXECUTOR_SUBSYSTEM)
 
     def __init__(self) -> None:
         self._toolchains: dict[tuple, Toolchain] = {}
@@ -107,6 +108,14 @@ class DefaultPlugins:
 
             self._remotes[key] = S3RemoteCache.from_settings(options)
         return self._remotes[key]
+
+    def builder_for(self, ws: Workspace, target: Target) -> Builder | None:
+        """With executor = "ray", a cluster for targets whose build is their steps and which run no
+        container (the others stay here)."""
+        options = ws.settings.option(ExecutorSettings)
+        if options.executor != "ray" or not is_step_kind(target) or target.deps.get(CONTAINER_FIELD):
+            return None
+        return ray_builder(ws, options, self.remote_cache(ws))
 
 
 def load_workspace(start: Path | None = None, environ: Mapping[str, str] | None = None, *,

@@ -20,7 +20,7 @@ from .context import KindContext
 from .digests import digest_of_listing
 from .errors import BuildFailed, LLMBuildError
 from .keys import KeyDocument
-from .protocols import Executor, RemoteCache, Server
+from .protocols import Builder, Executor, RemoteCache, Server
 from .slots import SlotPool
 from .steps import PathArg, Plan, Step
 from .target import Target
@@ -94,10 +94,14 @@ class Result:
     started: float = 0.0
     gpus: tuple[int, ...] = ()
     origin: str | None = None
+    executor: str | None = None  # of a build: "local", "docker" or "ray"
+    node: str | None = None  # the Ray node ID that built it
 
     def as_values(self) -> dict[str, Any]:
         values = {"outcome": self.outcome, "key": self.key, "seconds": round(self.seconds, 3),
                   "started": round(self.started, 3), "gpus": list(self.gpus)}
+        if self.executor:
+            values.update(executor=self.executor, node=self.node)
         return {**values, "from": self.origin} if self.origin else values
 
 
@@ -221,7 +225,8 @@ def _build_and_publish(ws: Workspace, remote: RemoteCache | None, target: Target
         if restore_from_remote(ws, remote, target, key):  # built elsewhere while we waited
             return Result(RESTORED, key, time.monotonic() - clock, started=started, origin=REMOTE)
         built = _build(ws, target, key, document)
-        publish_to_remote(ws, remote, target, key)
+        if built.node is None:  # a build elsewhere published its entry itself
+            publish_to_remote(ws, remote, target, key)
     return built
 
 
@@ -247,9 +252,23 @@ def _holding_gpus(ws: Workspace, target: Target, plan: Plan) -> Iterator[tuple[i
 
 
 def _build(ws: Workspace, target: Target, key: str, document: KeyDocument) -> Result:
+    builder = ws.plugins.builder_for(ws, target)
+    if builder is not None:
+        return _build_elsewhere(ws, builder, target, key, document)
     plan = ws.plan(target)
     with _holding_gpus(ws, target, plan) as gpus:  # waiting for GPUs is not running: the clock starts after
         return _run(ws, target, plan, key, document, gpus)
+
+
+def _build_elsewhere(ws: Workspace, builder: Builder, target: Target, key: str, document: KeyDocument) -> Result:
+    """Built on another machine, which published the entry; restored here like any remote hit."""
+    ran = builder.build(ws, target, key, document)
+    remote = ws.plugins.remote_cache(ws)
+    if remote is None or not restore_from_remote(ws, remote, target, key):
+        raise BuildFailed(f"{target.address} was built on {builder.name} node {ran.node} but its entry "
+                          f"could not be restored from the remote cache")
+    return Result(BUILT, key, ran.seconds, started=ran.started, gpus=tuple(ran.gpus), executor=builder.name,
+                  node=ran.node)
 
 
 def _run(ws: Workspace, target: Target, plan: Plan, key: str, document: KeyDocument,
@@ -281,8 +300,10 @@ def _run(ws: Workspace, target: Target, plan: Plan, key: str, document: KeyDocum
         "built_by": {"address": str(target.address), "llmbuild": __version__},
         "started": started,
         "seconds": round(time.time() - started, 3),
+        "executor": ctx.executor.name,
+        "gpus": list(gpus),
     })
-    return Result(BUILT, key, time.monotonic() - clock, started=started, gpus=gpus)
+    return Result(BUILT, key, time.monotonic() - clock, started=started, gpus=gpus, executor=ctx.executor.name)
 
 
 def _log_failure(log: Path, target: Target, err: BaseException, reason: str) -> None:

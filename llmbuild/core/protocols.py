@@ -159,6 +159,16 @@ class RemoteCache(Protocol):
         there is never overwritten (first writer wins)."""
 
 
+class Builder(Protocol):
+    """Where a target's whole build runs when not in this process (a Ray cluster): it leaves the
+    entry in the remote cache, which the core then restores, every file verified."""
+
+    name: str  # what dist/run.json reports as the row's executor
+
+    def build(self, ws: Workspace, target: Target, key: str, document: Any) -> Any:
+        """Build it elsewhere; return what ran there: `node`, `started`, `seconds`, `gpus`."""
+
+
 @dataclass(frozen=True)
 class Subsystem:
     """Settings in `[tool.llmbuild]` owned by one plugin (Pants' subsystems): its keys are
@@ -185,6 +195,9 @@ class Plugins(Protocol):
 
     def remote_cache(self, ws: Workspace) -> RemoteCache | None:
         """The remote cache the workspace's settings name (None: none, or turned off)."""
+
+    def builder_for(self, ws: Workspace, target: Target) -> Builder | None:
+        """Where the target builds when not in this process (None: here)."""
 
 
 def iter_subsystem_keys(subsystems: tuple[Subsystem, ...]) -> Iterator[tuple[str, Subsystem]]:

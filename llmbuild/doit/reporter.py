@@ -2,7 +2,8 @@
 
 Each row: address, kind, outcome, key, seconds, `started` (Unix time the target began
 running, once it held its GPUs; else when it was processed) and `gpus` (the IDs it held); a
-restored target's row says `from` which cache: "local" or "remote"."""
+restored target's row says `from` which cache: "local" or "remote"; a built one's says which
+`executor` ran it ("local", "docker" or "ray") and on which Ray `node` (its ID; null off Ray)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ class RunRecord:
 
     def _record(self, task, outcome: str, seconds: float | None = None, key: str | None = None,
                 note: str | None = None, log: str | None = None, started: float | None = None,
-                gpus: list[int] | tuple[int, ...] = (), origin: str | None = None) -> None:
+                gpus: list[int] | tuple[int, ...] = (), origin: str | None = None,
+                ran: dict | None = None) -> None:
         target = self._target(task)
         if target is None:
             return
@@ -60,6 +62,7 @@ class RunRecord:
             started = self._began.get(task.name, time.time())
         record = {"address": task.name, "kind": target.kind.name, "outcome": outcome,
                   "key": key, "seconds": round(seconds, 3), "started": round(started, 3), "gpus": list(gpus)}
+        record.update(ran or {})  # a build's executor and node
         if origin:
             record["from"] = origin
         if note:
@@ -77,7 +80,8 @@ class RunRecord:
         values = getattr(task, "values", None) or {}
         if "outcome" in values:
             self._record(task, values["outcome"], values.get("seconds"), values.get("key"),
-                         started=values.get("started"), gpus=values.get("gpus", ()), origin=values.get("from"))
+                         started=values.get("started"), gpus=values.get("gpus", ()), origin=values.get("from"),
+                         ran={k: values[k] for k in ("executor", "node") if k in values})
         super().add_success(task)
 
     def add_failure(self, task, fail_info):

@@ -75,6 +75,8 @@ class S3RemoteCache:
 
     def __init__(self, url: str, *, writes: bool, required: bool, connect_timeout: float,
                  read_timeout: float, retries: int):
+        self._arguments = {"url": url, "writes": writes, "required": required, "connect_timeout": connect_timeout,
+                           "read_timeout": read_timeout, "retries": retries}
         self.url = url
         self.writes = writes
         self._bucket, self._prefix = parse_url(url)
@@ -97,6 +99,10 @@ class S3RemoteCache:
                    required=options.remote_cache_required if required is None else required,
                    connect_timeout=options.remote_cache_connect_timeout,
                    read_timeout=options.remote_cache_read_timeout, retries=options.remote_cache_retries)
+
+    def arguments(self) -> dict[str, Any]:
+        """What makes the same store elsewhere (a Ray worker), required there: no credential."""
+        return {**self._arguments, "required": True}
 
     # -- the protocol -------------------------------------------------------------------------
 
@@ -149,6 +155,32 @@ class S3RemoteCache:
     def has(self, key: str) -> bool:
         """Whether the store holds an entry for `key` (for `llmbuild cache push`)."""
         return self._guarded(lambda: self._head(self._manifest(key)) is not None, False)
+
+    def send_blobs(self, files: dict[str, Path], *, label: str) -> None:
+        """Make sure the store holds these files' contents ({digest: path}), each sent once; an
+        unusable store is an LLMBuildError here (a Ray worker could not get its inputs)."""
+        def send() -> None:
+            with ThreadPoolExecutor(FILES_IN_FLIGHT) as pool:
+                list(pool.map(lambda item: self._send_blob(
+                    {"digest": item[0], "size": item[1].stat().st_size}, item[1], item[1].name, label),
+                    files.items()))
+        self._strict(send)
+
+    def get_blob(self, digest: str, path: Path) -> None:
+        """Download one blob to `path`, verified against its digest (else an LLMBuildError)."""
+        partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+        self._strict(lambda: self._s3().download_file(self._bucket, self._blob(digest), str(partial),
+                                                        Config=self._transfer))
+        if hash_file(partial) != digest:
+            partial.unlink()
+            raise LLMBuildError(f"blob {digest[:12]} in {self.url} does not match its digest")
+        os.replace(partial, path)
+
+    def _strict(self, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except FAILURES as err:
+            raise LLMBuildError(f"remote cache {self.url} cannot be used ({_describe(err)})") from None
 
     # -- fetching -----------------------------------------------------------------------------
 

@@ -23,6 +23,9 @@ from ..trtllm.build_config import at_least  # noqa: F401 - the stand-ins' versio
 
 LANE = "cpu"
 VERSION_ENV = "LLMBUILD_TRTLLM_VERSION"
+#: Tests only: seconds the trtllm-build stand-in waits, so a build takes a known time (the Ray
+#: tests count build waves with it). Handed to steps wherever they run, never in a key.
+TEST_BUILD_SECONDS = "LLMBUILD_TEST_BUILD_SECONDS"
 NOTE = ("llmbuild CPU-lane stand-in output: not produced by TensorRT-LLM and not a "
         "TensorRT engine; runs on CPU with llmbuild.toolchains.cpu.runtime")
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ...core.digests import code_digest
 from ...core.errors import LLMBuildError
-from ...core.protocols import Executor, Program
+from ...core.protocols import Executor, Invocation, Program
+from ...core.steps import PathArg, Step
 from ..base import BaseToolchain, device_env
+from ._common import TEST_BUILD_SECONDS
 
 #: The CPU Triton server and its install serve and build nothing: not part of the stand-ins'
 #: identity (a change to them must not rebuild checkpoints and engines).
@@ -33,6 +38,12 @@ class CpuToolchain(BaseToolchain):
     def _identity(self) -> dict[str, Any]:
         sources = [p for p in Path(__file__).parent.glob("*.py") if p.name not in SERVING_SOURCES]
         return {"implementation": code_digest(*sources, BUILD_CONFIG_SOURCE)}
+
+    def invocation(self, step: Step, paths: Mapping[PathArg, Path], work: Path,
+                   gpus: tuple[int, ...] = ()) -> Invocation:
+        invocation = super().invocation(step, paths, work, gpus)
+        seconds = os.environ.get(TEST_BUILD_SECONDS)
+        return replace(invocation, env={**invocation.env, TEST_BUILD_SECONDS: seconds}) if seconds else invocation
 
     def program(self, tool: str) -> Program:
         if tool not in STAND_INS:

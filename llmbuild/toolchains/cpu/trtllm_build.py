@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from argparse import Namespace
 from pathlib import Path
 
@@ -135,6 +136,7 @@ def main(argv: list[str]) -> int:
     progress(PROG, f"emulating TensorRT-LLM {version}: {pretrained['architecture']} "
                    f"world_size={pretrained['mapping']['world_size']} -> {out}"
                    + (f" on CUDA_VISIBLE_DEVICES={devices}" if devices is not None else ""))
+    time.sleep(float(os.environ.get(_common.TEST_BUILD_SECONDS) or 0))
     notes: list[str] = []
     try:
         bc = build_config(args, version, pretrained, notes, environ=os.environ)
