@@ -7,7 +7,6 @@ address otherwise. The S3 server, the Ray nodes and the `doit` drivers all start
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
