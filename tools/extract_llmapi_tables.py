@@ -42,7 +42,8 @@ DYNAMO_ARGS = ("ai-dynamo/dynamo@0a6a115c6cd15ae95647e90c55be2ea06b36e66f:"
                "components/src/dynamo/trtllm/backend_args.py")
 DYNAMO_DOC = "https://docs.nvidia.com/dynamo/v1.6.0/reference/backends/tensor-rt-llm-configuration"
 DYNAMO_COMPAT = "ai-dynamo/dynamo docs 'Compatibility' / releases.json (v1.4.0 -> 1.3.0rc22, v1.5.0 -> rc25, v1.6.0 -> rc29)"
-REMOVAL = ("NVIDIA/TensorRT-LLM@335107a:docs/source/legacy/tensorrt-backend-removal.md; "
+REMOVAL = ("NVIDIA/TensorRT-LLM#15918 (BREAKING: remove the legacy TensorRT backend, BuildConfig, TrtLlmArgs); "
+           "NVIDIA/TensorRT-LLM@335107a:docs/source/legacy/tensorrt-backend-removal.md; "
            "ai-dynamo/dynamo@0a6a115:components/src/dynamo/trtllm/backend_args.py "
            "(comment: trtllm >= 1.3.0rc21 removed BuildConfig)")
 RENAMES = ("ai-dynamo/dynamo@20bff1d:examples/backends/trtllm/engine_configs/qwen3/agg.yaml (comments); "
@@ -70,280 +71,351 @@ def lit(choices, default=None, desc: str = "", status: str | None = None, nullab
 
 
 # ---------------------------------------------------------------- TorchLlmArgs (top level)
-# Captured fields from the golden manifest (types, choices); str/path/dict fields, which the
-# manifest leaves out, from the TorchLlmArgs signature (docs 1.4.0rc4); defaults from that
-# signature, the api_stability references and the facts file.
+# Every field of BaseLlmArgs and TorchLlmArgs (LLM_ARGS_PY): type, default, stability tag
+# (Field(status=...); no tag = stable); choices from the golden manifest (MANIFEST).
+
+P, B, D = "prototype", "beta", "deprecated"
 
 LLM_ARGS: dict[str, dict] = {
-    # model and tokenizer
+    # BaseLlmArgs: model and tokenizer
     "model": f("str", None, "Hugging Face id or local checkpoint directory (required)"),
     "tokenizer": f("str?", None, "tokenizer id or directory; the model's when unset"),
     "tokenizer_mode": lit(["auto", "slow"], "auto"),
-    "custom_tokenizer": f("str?", None, "", "prototype"),
-    "post_processor_hook": f("str?", None, "", "prototype"),
+    "custom_tokenizer": f("str?", None, "a built-in alias or a Python import path", P),
+    "post_processor_hook": f("str?", None, "Python import path of a post-processing hook", P),
     "skip_tokenizer_init": f("bool", False),
     "trust_remote_code": f("bool", False),
-    "dtype": f("str", "auto", "model weights dtype: auto, float16, bfloat16, float32"),
+    "tensor_parallel_size": f("int", 1),
+    "dtype": f("str", "auto", "model dtype: auto (from config.json), float16, bfloat16, float32"),
     "revision": f("str?", None, "Hugging Face revision of the model"),
     "tokenizer_revision": f("str?", None),
-    "model_kwargs": f("dict?", None, "overrides of the model's config.json"),
-    "load_format": lit(["auto", "dummy", "vision_only", "gms"], "auto", "how weights are loaded"),
-    "checkpoint_format": f("str?", None),
-    "checkpoint_io_policy": lit(["auto", "native", "rank_striped_read_ahead"], "auto"),
-    "backend": lit(["pytorch"], "pytorch", "only the PyTorch backend remains"),
-    # parallelism
-    "tensor_parallel_size": f("int", 1),
+    "model_kwargs": f("dict?", None, "overrides of the model's config.json", P),
+    # BaseLlmArgs: parallelism
     "pipeline_parallel_size": f("int", 1),
     "context_parallel_size": f("int", 1),
-    "gpus_per_node": f("int?", None),
-    "moe_cluster_parallel_size": f("int?", None),
+    "gpus_per_node": f("int?", None, "", B),
+    "moe_cluster_parallel_size": f("int?", None, "", D),
     "moe_tensor_parallel_size": f("int?", None),
     "moe_expert_parallel_size": f("int?", None),
-    "enable_attention_dp": f("bool", False),
-    "enable_lm_head_tp_in_adp": f("bool", False),
-    "pp_partition": f("list[int]?", None),
-    "cp_config": f("config:CpConfig?", None),
-    "attention_dp_config": f("config:AttentionDpConfig?", None),
-    "dwdp_config": f("config:DwdpConfig?", None),
-    "orchestrator_type": lit(["rpc", "ray"], None, nullable=True),
-    "ray_placement_config": f("config:RayPlacementConfig?", None),
-    # limits
-    "max_batch_size": f("int?", None, "max requests in a batch (trtllm-serve's flag default: 2048)"),
-    "max_num_tokens": f("int?", None, "max tokens in a batch (trtllm-serve's flag default: 8192)"),
-    "max_seq_len": f("int?", None, "max sequence length (input + output); from the model when unset"),
-    "max_input_len": f("int?", None),
-    "max_beam_width": f("int?", None, "trtllm-serve's flag default: 1"),
-    "max_stats_len": f("int", 1000),
-    "encoder_max_batch_size": f("int?", None),
-    "encoder_max_num_tokens": f("int?", None),
-    # KV cache, LoRA, scheduling
-    "kv_cache_config": f("config:KvCacheConfig", None, "KV-cache settings (dtype, memory fraction, block reuse)"),
-    "kv_cache_compression_config": f("config:KvCacheCompressionConfig?", None),
-    "kv_connector_config": f("config:KvConnectorConfig?", None),
+    "enable_attention_dp": f("bool", False, "", B),
+    "enable_lm_head_tp_in_adp": f("bool", False, "", P),
+    "pp_partition": f("list[int]?", None, "layers per pipeline rank", P),
+    "cp_config": f("config:CpConfig?", None, "", P),
+    # BaseLlmArgs: LoRA, KV cache, scheduling
     "enable_lora": f("bool", False),
     "lora_config": f("config:LoraConfig?", None),
-    "peft_cache_config": f("config:PeftCacheConfig?", None),
-    "scheduler_config": f("config:SchedulerConfig", None),
-    "reorder_policy_config": f("config:ReorderPolicyConfig?", None),
-    "cache_transceiver_config": f("config:CacheTransceiverConfig?", None, "disaggregated serving transfer"),
+    "kv_cache_config": f("config:KvCacheConfig", {}, "KV-cache settings (dtype, memory fraction, block reuse)"),
     "enable_chunked_prefill": f("bool", False),
-    "disable_overlap_scheduler": f("bool", False, "turn the overlap scheduler off (it is on by default)"),
-    "batch_wait_timeout_ms": f("float", 0),
-    "batch_wait_timeout_iters": f("int", 0),
-    "batch_wait_max_tokens_ratio": f("float", 0),
-    "stream_interval": f("int", 1),
-    # kernels, graphs, compilation
-    "attn_backend": lit(["VANILLA", "TRTLLM", "FLASHINFER"], "TRTLLM"),
-    "moe_config": f("config:MoeConfig", None),
-    "cuda_graph_config": f("config:CudaGraphConfig?", None, "decode CUDA graphs; null turns them off"),
-    "encoder_cuda_graph_config": f("config:EncodeCudaGraphConfig?", None),
-    "enable_encoder_decoder_mixed_cuda_graph": f("bool", False),
-    "prefill_cuda_graph_backend": lit(["disabled", "piecewise", "breakable"], "disabled"),
-    "prefill_capture_num_tokens": f("list[int]?", None),
-    "torch_compile_config": f("config:TorchCompileConfig?", None),
-    "enable_autotuner": f("bool", True),
-    "allreduce_strategy": lit(["AUTO", "NCCL", "UB", "MINLATENCY", "ONESHOT", "TWOSHOT", "LOWPRECISION",
-                               "MNNVL", "NCCL_SYMMETRIC"], "AUTO", nullable=True),
-    "force_dynamic_quantization": f("bool", False),
-    "enable_min_latency": f("bool", False),
-    "enable_mla_skip_correction": f("bool", False),
-    "mla_skip_correction_threshold": f("float", None),
-    "use_cute_dsl_bf16_bmm": f("bool", False),
-    "use_cute_dsl_bf16_gemm": f("bool", False),
-    "use_cute_dsl_blockscaling_bmm": f("bool", False),
-    "use_cute_dsl_blockscaling_mm": f("bool", False),
-    "use_fine_grained_sync": f("bool", False),
-    "enable_low_latency_host_dispatch": f("bool", False),
-    "enable_in_graph_sampling": f("bool", False),
-    "sampler_force_async_worker": f("bool", False),
-    "enable_resource_governor": f("bool", False),
-    "nvfp4_gemm_config": f("config:Nvfp4GemmConfig?", None),
-    "sparse_attention_config": f("dict?", None, "sparse attention (algorithm-specific keys)"),
-    "speculative_config": f("dict?", None, "speculative decoding; keys depend on decoding_type"),
     "guided_decoding_backend": lit(["xgrammar", "llguidance"], None, nullable=True),
-    "enable_speculative_beam_history_d2h": f("bool", False),
-    # outputs, stats, serving
-    "gather_generation_logits": f("bool", False),
-    "return_perf_metrics": f("bool", False),
-    "perf_metrics_max_requests": f("int", 0),
-    "enable_iter_perf_stats": f("bool", False),
-    "enable_iter_req_stats": f("bool", False),
-    "iter_stats_max_iterations": f("int?", None),
-    "request_stats_max_iterations": f("int?", None),
-    "print_iter_log": f("bool", False),
-    "enable_layerwise_nvtx_marker": f("bool", False),
-    "enable_energy_metrics": f("bool", False),
-    "prometheus_metrics_config": f("config:PrometheusMetricsConfig?", None),
-    "telemetry_config": f("config:TelemetryConfig?", None),
-    "layer_wise_benchmarks_config": f("dict?", None),
-    "garbage_collection_gen0_threshold": f("int", 20000),
-    "num_postprocess_workers": f("int", 0),
-    "postprocess_tokenizer_dir": f("str?", None),
-    "num_serve_frontends": f("int", 1),
-    "reasoning_parser": f("str?", None),
-    "generation_config": lit(["auto", "trtllm"], "trtllm"),
-    "enable_early_first_token_response": f("bool", False),
-    "batched_logits_processor": f("any?", None, "Python object; not settable from YAML"),
-    # multimodal / encoder
-    "multimodal_config": f("config:MultimodalConfig?", None),
-    "mm_encoder_only": f("bool", False),
-    "disable_mm_encoder": f("bool", False),
-    "encode_only": f("bool", False),
-    "gms_config": f("config:GmsConfig?", None),
-    "mx_config": f("dict?", None),
+    "batched_logits_processor": f("any?", None, "a Python object; not settable from YAML"),
+    "iter_stats_max_iterations": f("int?", None, "", P),
+    "request_stats_max_iterations": f("int?", None, "", P),
+    "peft_cache_config": f("config:PeftCacheConfig?", None, "", P),
+    "scheduler_config": f("config:SchedulerConfig", {}, "", P),
+    "cache_transceiver_config": f("config:CacheTransceiverConfig?", None, "disaggregated KV transfer", P),
+    "sparse_attention_config": f("dict?", None, "keys depend on `algorithm`", P),
+    "kv_cache_compression_config": f("config:KvCacheCompressionConfig?", None, "", P),
+    "speculative_config": f("dict?", None, "keys depend on `decoding_type`"),
+    # BaseLlmArgs: limits (BuildConfig's fields since 1.3.0rc21)
+    "max_batch_size": f("int?", 2048, "max requests scheduled together"),
+    "max_input_len": f("int?", 1024),
+    "max_seq_len": f("int?", None, "max input + output length; from the model config when unset"),
+    "max_beam_width": f("int?", 1),
+    "max_num_tokens": f("int?", 8192, "max batched tokens per iteration"),
+    # BaseLlmArgs: outputs, serving, metrics
+    "gather_generation_logits": f("bool", False, "", P),
+    "num_postprocess_workers": f("int", 0, "", P),
+    "postprocess_tokenizer_dir": f("str?", None, "", P),
+    "num_serve_frontends": f("int", 1, "trtllm-serve HTTP frontends per executor (1..64)", P),
+    "reasoning_parser": f("str?", None, "", P),
+    "decoding_config": f("any?", None, "use speculative_config", D),
+    "otlp_traces_endpoint": f("str?", None, "", P),
+    "return_perf_metrics": f("bool", False, "", P),
+    "perf_metrics_output_dir": f("str?", None, "", P),
+    "perf_metrics_max_requests": f("int", 0, "no longer used", D),
+    "prometheus_metrics_config": f("config:PrometheusMetricsConfig?", None, "", P),
+    "enable_energy_metrics": f("bool", False, "", P),
+    "orchestrator_type": lit(["rpc", "ray"], None, "None uses MPI", P, nullable=True),
+    "env_overrides": f("dict?", None, "environment variables for the workers", P),
+    "telemetry_config": f("config:TelemetryConfig", {}, "", P),
+    # TorchLlmArgs
+    "generation_config": lit(["auto", "trtllm"], "trtllm", "sampling defaults from generation_config.json", P),
+    "garbage_collection_gen0_threshold": f("int", 20000, "", B),
+    "cuda_graph_config": f("config:CudaGraphConfig?", {}, "decode CUDA graphs (on by default); null turns them "
+                                                          "off", B),
+    "encoder_cuda_graph_config": f("config:EncodeCudaGraphConfig?", None, "", P),
+    "enable_encoder_decoder_mixed_cuda_graph": f("bool", True, "", P),
+    "multimodal_config": f("config:MultimodalConfig?", {}, "", P),
+    "attention_dp_config": f("config:AttentionDpConfig?", None, "", B),
+    "disable_overlap_scheduler": f("bool", False, "turn the overlap scheduler (on by default) off", B),
+    "moe_config": f("config:MoeConfig", {}, "", B),
+    "nvfp4_gemm_config": f("config:Nvfp4GemmConfig", {}, "", B),
+    "dwdp_config": f("config:DwdpConfig?", None, "", P),
+    "encoder_max_batch_size": f("int?", None, "", P),
+    "encoder_max_num_tokens": f("int?", None, "", P),
+    "attn_backend": f("str", "TRTLLM", "attention backend: TRTLLM, FLASHINFER, VANILLA", B),
+    "enable_mla_skip_correction": f("bool", False, "", P),
+    "mla_skip_correction_threshold": f("float", 8.0, "", P),
+    "sampler_force_async_worker": f("bool", False, "", P),
+    "enable_in_graph_sampling": f("bool", False, "", P),
+    "enable_speculative_beam_history_d2h": f("bool", False, "", P),
+    "enable_early_first_token_response": f("bool", False, "", P),
+    "enable_low_latency_host_dispatch": f("bool", False, "", P),
+    "enable_iter_perf_stats": f("bool", False, "", P),
+    "enable_iter_req_stats": f("bool", False, "", P),
+    "print_iter_log": f("bool", False, "", B),
+    "batch_wait_timeout_ms": f("float", 0, "", P),
+    "batch_wait_timeout_iters": f("int", 0, "", P),
+    "batch_wait_max_tokens_ratio": f("float", 0, "", P),
+    "torch_compile_config": f("config:TorchCompileConfig?", None, "", P),
+    "enable_autotuner": f("bool", True, "", P),
+    "use_fine_grained_sync": f("bool", False, "", P),
+    "enable_layerwise_nvtx_marker": f("bool", False, "", B),
+    "load_format": f("str|int", "auto", "auto, dummy, vision_only or gms (any case)"),
+    "enable_min_latency": f("bool", False, "", B),
+    "stream_interval": f("int", 1),
+    "force_dynamic_quantization": f("bool", False, "", P),
+    "allreduce_strategy": lit(["AUTO", "NCCL", "UB", "MINLATENCY", "ONESHOT", "TWOSHOT", "LOWPRECISION",
+                               "MNNVL", "NCCL_SYMMETRIC"], "AUTO", "", B, nullable=True),
+    "checkpoint_loader": f("any?", None, "a Python object; not settable from YAML", P),
+    "checkpoint_format": f("str?", None, "HF when unset; MX for ModelExpress", P),
+    "checkpoint_io_policy": lit(["auto", "native", "rank_striped_read_ahead"], "auto", "", P),
+    "mx_config": f("config:ModelExpressConfig", {}, "", P),
+    "gms_config": f("config:GmsConfig", {}, "", P),
+    "kv_connector_config": f("config:KvConnectorConfig?", None, "", P),
+    "mm_encoder_only": f("bool", False, "", P),
+    "disable_mm_encoder": f("bool", False, "", P),
+    "encode_only": f("bool", False, "", P),
+    "ray_worker_extension_cls": f("str?", None, "", P),
+    "ray_placement_config": f("config:RayPlacementConfig?", None, "", P),
+    "ray_worker_nsight_options": f("dict?", None, "", P),
+    "sleep_config": f("config:SleepConfig?", None, "", P),
+    "reorder_policy_config": f("config:ReorderPolicyConfig?", None, "", P),
+    "enable_resource_governor": f("bool", False, "", P),
+    "use_cute_dsl_blockscaling_mm": f("bool", False, "", P),
+    "use_cute_dsl_blockscaling_bmm": f("bool", False, "", P),
+    "use_cute_dsl_bf16_bmm": f("bool", False, "", P),
+    "use_cute_dsl_bf16_gemm": f("bool", False, "", P),
+    "max_stats_len": f("int", 1000, "", P),
+    "layer_wise_benchmarks_config": f("dict", {}, "", P),
+    "backend": lit(["pytorch"], "pytorch", "only the PyTorch backend remains", D),
 }
 
-# ---------------------------------------------------------------- nested configs
+# Added in the 1.4.0rc line (docs 'Torch Compile & Prefill CUDA Graph', 1.4.0rc1): prefill graphs
+# leave torch_compile_config, whose two keys become deprecated aliases.
+PREFILL_1_4 = {
+    "prefill_cuda_graph_backend": lit(["disabled", "piecewise", "breakable"], "disabled", "", P),
+    "prefill_capture_num_tokens": f("list[int]?", None, "token buckets for prefill CUDA graphs", P),
+}
 
-CUDA_GRAPH = {
+# Removed by the 1.4.0rc line (see MOVED_1_4); a beta key in
+# NVIDIA/TensorRT-LLM@ea35fd67:tests/unittest/api_stability/references/llm.yaml, kept for 1.3.0.
+SAMPLER_1_3 = {
+    "sampler_type": lit(["auto", "TorchSampler", "TRTLLMSampler"], "auto", "", B),
+}
+
+# ---------------------------------------------------------------- nested configs (LLM_ARGS_PY)
+
+BASE_CUDA_GRAPH = {
     "batch_sizes": f("list[int]?", None, "batch sizes to capture"),
     "max_batch_size": f("int", 0, "largest captured batch; 128 when neither this nor batch_sizes is set"),
     "enable_padding": f("bool", False, "round batches up to the next captured size"),
-    "mode": lit(["decode"], "decode"),
 }
-ENCODE_CUDA_GRAPH = {
-    "batch_sizes": f("list[int]?", None),
-    "max_batch_size": f("int", 0),
-    "enable_padding": f("bool", False),
-    "mode": lit(["encode"], "encode"),
+ENCODE_ONLY_CUDA_GRAPH = {
     "num_tokens": f("list[int]?", None),
     "max_num_token": f("int", 0),
     "seq_lens": f("list[int]?", None),
     "max_seq_len": f("int", 0),
 }
 
+
+def torch_compile(line_1_4: bool) -> dict:
+    alias = " (deprecated alias of prefill_cuda_graph_backend: piecewise)" if line_1_4 else ""
+    out = {
+        "enable_fullgraph": f("bool", True),
+        "enable_inductor": f("bool", False),
+        "enable_piecewise_cuda_graph": f("bool", False, "piecewise CUDA graphs for prefill" + alias),
+        "capture_num_tokens": f("list[int]?", None, "token buckets for piecewise CUDA graphs"
+                                + (" (deprecated alias of prefill_capture_num_tokens)" if line_1_4 else "")),
+        "enable_userbuffers": f("bool", True),
+        "max_num_streams": f("int", 3),
+    }
+    if line_1_4:   # TorchCompileConfig reference, docs 1.4.0rc1
+        out["compile_only_piecewise_graphs"] = f("bool", False)
+    return out
+
+
 CONFIGS: dict[str, dict[str, dict]] = {
     "KvCacheConfig": {
         "enable_block_reuse": f("bool", True),
         "max_tokens": f("int?", None),
         "max_attention_window": f("list[int]?", None),
-        "sink_token_length": f("int?", None),
+        "sink_token_length": f("int?", None, "ignored on the PyTorch backend", D),
         "free_gpu_memory_fraction": f("float?", 0.9, "fraction of free GPU memory for the KV cache"),
         "host_cache_size": f("int?", None),
         "disk_cache_size": f("int?", None),
         "disk_cache_path": f("str?", None),
-        "disk_prefetch_num_reqs": f("int", None),
-        "secondary_offload_min_priority": f("int?", None),
         "cross_kv_cache_fraction": f("float?", None),
+        "secondary_offload_min_priority": f("int?", None),
+        "event_buffer_max_size": f("int", 0),
+        "attention_dp_events_gather_period_ms": f("int", 5),
+        "kv_events_config": f("config:KvEventsConfig?", None, "", P),
         "enable_partial_reuse": f("bool", True),
         "copy_on_partial_reuse": f("bool", True),
         "use_uvm": f("bool", False),
         "max_gpu_total_bytes": f("int", 0),
+        "iteration_stats_interval": f("int", 1),
         "dtype": lit(["auto", "float16", "bfloat16", "float32", "fp8", "fp8_ds_mla", "nvfp4"], "auto",
-                     "KV-cache dtype (was top-level kv_cache_dtype)"),
-        "tokens_per_block": f("int", 32),
-        "use_kv_cache_manager_v2": f("bool|str", "auto", "true, false or 'auto'"),
-        "avg_seq_len": f("int?", None),
-        "pool_ratio": f("list[float]?", None),
-        "max_util_for_resume": f("float", None),
-        "fp8_context_mla_kv_len_cap": f("int?", None),
-        "enable_swa_scratch_reuse": f("bool", None),
-        "event_buffer_max_size": f("int", 0),
-        "attention_dp_events_gather_period_ms": f("int", 5),
-        "iteration_stats_interval": f("int", None),
-        "kv_cache_event_hash_algo": lit(["auto", "v1_block_key", "v2_sha256", "v2_sha256_64"], "auto"),
-        "kv_events_config": f("config:KvEventsConfig?", None),
-        "block_reuse_config": f("config:BlockReuseConfig?", None),
+                     "KV-cache dtype (a top-level kv_cache_dtype in 1.0)"),
         "mamba_ssm_cache_dtype": lit(["auto", "float16", "bfloat16", "float32"], "auto"),
         "mamba_ssm_stochastic_rounding": f("bool", False),
-        "mamba_ssm_philox_rounds": f("int", None),
-        "mamba_state_config": f("config:MambaStateConfig?", None),
-        "enable_kv_pool_rebalance": f("bool", False),
-        "kv_pool_rebalance_check_interval": f("int", None),
-        "kv_pool_rebalance_cooldown_secs": f("float", None),
-        "kv_pool_rebalance_min_sampled_kv_caches": f("int", None),
-        "kv_pool_rebalance_moving_average_decay": f("float", None),
-        "kv_pool_rebalance_ratio_threshold": f("float", None),
-        "kv_pool_rebalance_target_ratio_update_interval": f("int", None),
+        "mamba_ssm_philox_rounds": f("int", 10),
+        "tokens_per_block": f("int", 32, "tokens per KV-cache block (trtllm-build's --tokens_per_block)"),
+        "mamba_state_cache_interval": f("int?", None, "alias of mamba_state_config.periodic_snapshot_interval", D),
+        "mamba_state_config": f("config:MambaStateConfig", {}),
+        "use_kv_cache_manager_v2": f("bool|literal", "auto", "", P, ["auto"]),
+        "enable_swa_scratch_reuse": f("bool", False, "", P),
+        "kv_cache_event_hash_algo": lit(["auto", "v1_block_key", "v2_sha256", "v2_sha256_64"], "auto", "", P),
+        "max_util_for_resume": f("float", 0.95, "", P),
+        "enable_kv_pool_rebalance": f("bool", False, "", P),
+        "kv_pool_rebalance_min_sampled_kv_caches": f("int", 2000, "", P),
+        "kv_pool_rebalance_cooldown_secs": f("float", 120.0, "", P),
+        "kv_pool_rebalance_target_ratio_update_interval": f("int", 100, "", P),
+        "kv_pool_rebalance_ratio_threshold": f("float", 1.25, "", P),
+        "kv_pool_rebalance_moving_average_decay": f("float", 0.9999, "", P),
+        "kv_pool_rebalance_check_interval": f("int", 10, "", P),
+        "disk_prefetch_num_reqs": f("int", 0),
+        "fp8_context_mla_kv_len_cap": f("int?", None, "", P),
+        "pool_ratio": f("list[float]?", None, "", P),
+        "avg_seq_len": f("int?", None, "", P),
+        "block_reuse_config": f("config:BlockReuseConfig", {}, "", P),
     },
     "KvEventsConfig": {
         "enable_kv_cache_events": f("bool", False),
         "publisher": lit(["null", "zmq"], None, nullable=True),
-        "buffer_steps": f("int", None),
-        "hwm": f("int", None),
-        "max_queue_size": f("int", None),
+        "endpoint": f("str", "tcp://*:5557"),
+        "replay_endpoint": f("str?", None),
+        "buffer_steps": f("int", 10000),
+        "hwm": f("int", 100000),
+        "max_queue_size": f("int", 100000),
+        "topic": f("str", ""),
     },
     "BlockReuseConfig": {
-        "policy": lit(["all_reusable", "per_request", "per_conversation"], "all_reusable"),
-        "max_num_turns": f("int", None),
+        "policy": lit(["all_reusable", "per_request", "per_conversation"], "all_reusable", "", P),
+        "max_num_turns": f("int", 1, "", P),
     },
     "MambaStateConfig": {
-        "enable_branch_snapshot": f("bool", False),
-        "periodic_snapshot_interval": f("int", None),
+        "periodic_snapshot_interval": f("int", 0, "", P),
+        "additional_snapshot_offsets_from_start": f("list[int]", [], "", P),
+        "additional_snapshot_offsets_from_end": f("list[int]", [], "", P),
+        "enable_branch_snapshot": f("bool", False, "", P),
     },
-    "CudaGraphConfig": CUDA_GRAPH,
-    "EncodeCudaGraphConfig": ENCODE_CUDA_GRAPH,
-    "TorchCompileConfig": {
-        "enable_fullgraph": f("bool", True),
-        "enable_inductor": f("bool", False),
-        "enable_piecewise_cuda_graph": f("bool", False, "deprecated alias of prefill_cuda_graph_backend: piecewise"),
-        "capture_num_tokens": f("list[int]?", None, "deprecated alias of prefill_capture_num_tokens"),
-        "enable_userbuffers": f("bool", True),
-        "max_num_streams": f("int", 3),
+    "CudaGraphConfig": {
+        **BASE_CUDA_GRAPH,
+        "mode": lit(["decode", "encode"], "decode", "encode when an encoder key is set"),
+        **ENCODE_ONLY_CUDA_GRAPH,
     },
+    "EncodeCudaGraphConfig": {**BASE_CUDA_GRAPH, "mode": lit(["encode"], "encode"), **ENCODE_ONLY_CUDA_GRAPH},
     "SchedulerConfig": {
         "capacity_scheduler_policy": lit(["MAX_UTILIZATION", "GUARANTEED_NO_EVICT", "STATIC_BATCH"],
                                          "GUARANTEED_NO_EVICT"),
         "context_chunking_policy": lit(["FIRST_COME_FIRST_SERVED", "EQUAL_PROGRESS", "FORCE_CHUNK"], None,
                                        nullable=True),
-        "dynamic_batch_config": f("config:DynamicBatchConfig?", None),
-        "enable_prefix_aware_scheduling": f("bool", False),
-        "use_python_scheduler": f("bool", False),
+        "dynamic_batch_config": f("config:DynamicBatchConfig?", None, "TensorRT backend only"),
         "waiting_queue_policy": lit(["fcfs", "priority"], "fcfs"),
+        "use_python_scheduler": f("bool", False),
+        "enable_prefix_aware_scheduling": f("bool", True),
     },
     "DynamicBatchConfig": {
-        "enable_batch_size_tuning": f("bool", None),
-        "enable_max_num_tokens_tuning": f("bool", None),
-        "dynamic_batch_moving_average_window": f("int", None),
+        "enable_batch_size_tuning": f("bool", True),
+        "enable_max_num_tokens_tuning": f("bool", False),
+        "dynamic_batch_moving_average_window": f("int", 128),
     },
-    "LoraConfig": {
+    "LoraConfig": {   # NVIDIA/TensorRT-LLM@04b4c03:tensorrt_llm/_torch/peft/lora/config.py
         "lora_dir": f("list[str]", [], "adapter directories loaded at start"),
         "lora_ckpt_source": lit(["hf", "nemo"], "hf"),
         "max_lora_rank": f("int", 64),
         "lora_target_modules": f("list[str]", []),
-        "trtllm_modules_to_hf_modules": f("dict", None),
-        "max_loras": f("int?", None),
-        "max_cpu_loras": f("int?", None),
+        "trtllm_modules_to_hf_modules": f("dict", {}),
+        "max_loras": f("int?", None, "adapters held in GPU memory"),
+        "max_cpu_loras": f("int?", None, "adapters held in host memory"),
         "swap_gate_up_proj_lora_b_weight": f("bool", True),
-        "cuda_graph_specialize_lora": f("bool", None),
         "overlap_lora_and_base": f("bool", False),
+        "cuda_graph_specialize_lora": f("bool", False),
     },
-    "PeftCacheConfig": {k: f("int", None) for k in (
-        "num_host_module_layer", "num_device_module_layer", "optimal_adapter_size", "max_adapter_size",
-        "num_put_workers", "num_ensure_workers", "num_copy_streams", "max_pages_per_block_host",
-        "max_pages_per_block_device", "host_cache_size")} | {
-        "device_cache_percent": f("float", None),
-        "lora_prefetch_dir": f("str?", None),
+    "PeftCacheConfig": {
+        "num_host_module_layer": f("int", 0), "num_device_module_layer": f("int", 0),
+        "optimal_adapter_size": f("int", 8), "max_adapter_size": f("int", 64),
+        "num_put_workers": f("int", 1), "num_ensure_workers": f("int", 1), "num_copy_streams": f("int", 1),
+        "max_pages_per_block_host": f("int", 24), "max_pages_per_block_device": f("int", 8),
+        "device_cache_percent": f("float", 0.02), "host_cache_size": f("int", 1024 ** 3),
+        "lora_prefetch_dir": f("str?", None, "not supported"),
     },
+    "CacheTransceiverConfig": {
+        "backend": lit(["DEFAULT", "UCX", "NIXL", "MOONCAKE", "MPI"], None, nullable=True),
+        "transceiver_runtime": lit(["CPP", "PYTHON", "auto"], "auto", nullable=True),
+        "max_tokens_in_buffer": f("int?", None, "must be >= the longest input in disaggregated serving"),
+        "kv_transfer_timeout_ms": f("int?", 60000),
+        "kv_transfer_sender_future_timeout_ms": f("int?", 1000),
+        "kv_transfer_poll_interval_ms": f("int?", 5000),
+        "kv_cache_bounce_size_mb": f("int", 0),
+        "enable_pipelined_transfer": f("bool", False),
+    },
+    "DwdpConfig": {
+        "dwdp_size": f("int", 1), "num_groups": f("int", 1), "num_experts_per_worker": f("int", 0),
+        "num_prefetch_experts": f("int", 0), "contention_opt": f("bool", False),
+    },
+    "RayPlacementConfig": {
+        "defer_workers_init": f("bool", False),
+        "placement_groups": f("list?", None),
+        "placement_bundle_indices": f("list?", None),
+        "per_worker_gpu_share": f("float?", None),
+    },
+    "ModelExpressConfig": {
+        "server_url": f("str?", None, "", P),
+        "server_query_timeout_s": f("int?", None, "ignored", D),
+        "preshard_strategy": f("str", "per_module", "", P),
+    },
+    "GmsConfig": {
+        "socket_path": f("str?", None, "", P),
+        "mode": lit(["auto", "rw", "ro"], "auto", "", P),
+        "tag": f("str", "weights", "", P),
+    },
+    "SleepConfig": {"restore_modes": f("dict", None, "component -> NONE, MEMSET, CPU or PINNED")},
+    "ReorderPolicyConfig": {
+        "policy_name": lit(["AgentTree"], None, nullable=True),
+        "policy_args": f("config:AgentTreeConfig", {}),
+    },
+    "AgentTreeConfig": {
+        "agent_percentage": f("float", 0.0),
+        "agent_types": f("list[str]?", None),
+        "agent_inflight_seq_num": f("int", 2 ** 31 - 1),
+    },
+    "KvCacheCompressionConfig": {   # the union of its two algorithms' fields
+        "algorithm": lit(["quantization_for_cold_page", "triattention"], None),
+        "quant": lit(["nvfp4"], "nvfp4", "quantization_for_cold_page"),
+        "scale_checkpoint_path": f("str?", None, "quantization_for_cold_page"),
+        "eviction_mode": lit(["union", "per_head", "per_layer_perhead"], "union", "triattention"),
+        "normalize_scores": f("bool", True, "triattention"),
+        "budget": f("int", 2048, "triattention"),
+        "beta": f("int", 128, "triattention"),
+        "calibration_path": f("str", None, "triattention (required)"),
+    },
+    "PrometheusMetricsConfig": {k: f("list[float]?", None, "", P) for k in (
+        "e2e_request_latency_buckets", "time_to_first_token_buckets", "time_per_output_token_buckets",
+        "request_queue_time_buckets", "request_prefill_time_buckets", "request_decode_time_buckets",
+        "request_inference_time_buckets")},
+    # Classes read from the golden manifest only (numeric/categorical fields): open, see OPEN_CONFIGS.
     "MoeConfig": {
         "backend": lit(["AUTO", "CUTLASS", "CUTEDSL", "TRTLLM", "DEEPGEMM", "DENSEGEMM", "VANILLA", "TRITON",
                         "MARLIN", "MEGAMOE_DEEPGEMM", "MEGAMOE_CUTEDSL"], "AUTO"),
         "max_num_tokens": f("int?", None),
-        "load_balancer": f("dict|str?", None, "expert load balancer: a mapping or a YAML file path"),
-        "disable_finalize_fusion": f("bool", False),
-        "use_low_precision_moe_combine": f("bool", False),
-    },
-    "CacheTransceiverConfig": {
-        "backend": lit(["DEFAULT", "UCX", "NIXL", "MOONCAKE", "MPI"], None, nullable=True),
-        "max_tokens_in_buffer": f("int?", None, "must be >= the longest input in disaggregated serving"),
-        "kv_transfer_timeout_ms": f("int?", None),
-        "kv_transfer_sender_future_timeout_ms": f("int?", None),
-        "kv_transfer_poll_interval_ms": f("int?", None),
-        "kv_cache_bounce_size_mb": f("int", None),
-        "enable_pipelined_transfer": f("bool", None),
-        "transceiver_runtime": lit(["CPP", "PYTHON", "auto"], None, nullable=True),
-    },
-    "CpConfig": {
-        "cp_type": lit(["ULYSSES", "RING", "HELIX"], None),
-        "tokens_per_block": f("int?", None),
-        "use_nccl_for_alltoall": f("bool?", None),
-        "fifo_version": f("int?", None),
+        "disable_finalize_fusion": f("bool", None),
+        "use_low_precision_moe_combine": f("bool", None),
     },
     "AttentionDpConfig": {
-        "enable_balance": f("bool", False),
-        "timeout_iters": f("int", None),
-        "batching_wait_iters": f("int", None),
-        "enable_kv_cache_aware_routing": f("bool", False),
+        "enable_balance": f("bool", None), "timeout_iters": f("int", None), "batching_wait_iters": f("int", None),
+        "enable_kv_cache_aware_routing": f("bool", None),
         "kv_cache_routing_account_for_in_transfer": f("bool", None),
         "kv_cache_routing_cold_start_warmup": f("bool", None),
         "kv_cache_routing_conversation_affinity": f("bool", None),
@@ -351,46 +423,13 @@ CONFIGS: dict[str, dict[str, dict]] = {
         "kv_cache_routing_load_balance_weight": f("float", None),
         "kv_cache_routing_match_rate_threshold": f("float", None),
         "kv_cache_routing_max_sessions": f("int", None),
-        "kv_cache_routing_new_conv_placement": lit(["round_robin", "least_queued"], "round_robin"),
+        "kv_cache_routing_new_conv_placement": lit(["round_robin", "least_queued"], None),
     },
-    "DwdpConfig": {
-        "dwdp_size": f("int", None), "num_groups": f("int", None), "num_experts_per_worker": f("int", None),
-        "num_prefetch_experts": f("int", None), "contention_opt": f("bool", None),
-    },
-    "RayPlacementConfig": {
-        "defer_workers_init": f("bool", False),
-        "per_worker_gpu_share": f("float?", None),
-        "placement_bundle_indices": f("list?", None),
-        "placement_groups": f("any?", None),
-    },
-    "KvCacheCompressionConfig": {
-        "algorithm": lit(["quantization_for_cold_page", "triattention"], None),
-        "beta": f("int", None), "budget": f("int", None),
-        "eviction_mode": lit(["union", "per_head", "per_layer_perhead"], None),
-        "normalize_scores": f("bool", None),
-        "quant": lit(["nvfp4"], None),
-    },
-    "KvConnectorConfig": {
-        "connector": f("str?", None, "lmcache, lmcache-mp, kvbm, or a module"),
-        "connector_module": f("str?", None),
-        "connector_scheduler_class": f("str?", None),
-        "connector_worker_class": f("str?", None),
-    },
-    "ReorderPolicyConfig": {
-        "policy_name": lit(["AgentTree"], None, nullable=True),
-        "policy_args": f("dict?", None),
-    },
-    "Nvfp4GemmConfig": {
-        "allowed_backends": f("list[str]", None, "cutlass, cublaslt, cutedsl, cuda_core, marlin"),
-    },
-    "PrometheusMetricsConfig": {k: f("list[float]?", None) for k in (
-        "e2e_request_latency_buckets", "request_decode_time_buckets", "request_inference_time_buckets",
-        "request_prefill_time_buckets", "request_queue_time_buckets", "time_per_output_token_buckets",
-        "time_to_first_token_buckets")},
-    "TelemetryConfig": {
-        "disabled": f("bool", False),
-        "usage_context": lit(["unknown", "llm_class", "cli_serve", "cli_bench", "cli_eval", "disaggregated"],
-                             "unknown"),
+    "CpConfig": {
+        "cp_type": lit(["ULYSSES", "RING", "HELIX"], None),
+        "tokens_per_block": f("int?", None),
+        "use_nccl_for_alltoall": f("bool?", None),
+        "fifo_version": f("int?", None),
     },
     "MultimodalConfig": {
         "encoder_cache_max_bytes": f("int", None),
@@ -398,17 +437,19 @@ CONFIGS: dict[str, dict[str, dict]] = {
         "encoder_side_stream_max_ahead": f("int", None),
         "video_pruning_rate": f("float?", None),
     },
-    "GmsConfig": {
-        "mode": lit(["auto", "rw", "ro"], "auto"),
-        "socket_path": f("str?", None),
+    "KvConnectorConfig": {"connector": f("str?", None, "lmcache, lmcache-mp, kvbm, or a module")},
+    "Nvfp4GemmConfig": {"allowed_backends": f("list[str]", None, "cutlass, cublaslt, cutedsl, cuda_core, marlin")},
+    "TelemetryConfig": {
+        "disabled": f("bool", False),
+        "usage_context": lit(["unknown", "llm_class", "cli_serve", "cli_bench", "cli_eval", "disaggregated"],
+                             "unknown"),
     },
 }
 
-# Configs whose uncaptured (string) fields the manifest does not list: unknown keys there are
-# only reported when they look like a typo of a known key.
-OPEN_CONFIGS = ["KvConnectorConfig", "RayPlacementConfig", "MultimodalConfig", "GmsConfig", "CpConfig",
-                "KvCacheCompressionConfig", "PeftCacheConfig", "MoeConfig", "CacheTransceiverConfig",
-                "AttentionDpConfig", "DwdpConfig"]
+# The classes above known only from the golden manifest (which lists no string fields): an
+# unknown key there is only reported when it looks like a typo of a known one.
+OPEN_CONFIGS = ["MoeConfig", "AttentionDpConfig", "CpConfig", "MultimodalConfig", "KvConnectorConfig",
+                "Nvfp4GemmConfig", "TelemetryConfig"]
 
 # ---------------------------------------------------------------- renames users hit
 
@@ -432,6 +473,25 @@ MOVED = {
     "build_config": {"now": None, "since": "1.3.0rc21", "flattened": True,
                      "note": "BuildConfig is gone with the TensorRT backend; max_batch_size, max_num_tokens, "
                              "max_seq_len and max_beam_width are top-level keys"},
+}
+
+# Gone by the 1.4.0rc line (LLM_ARGS_PY).
+MOVED_1_4 = {
+    "sampler_type": {"now": None, "since": "1.4.0rc4",
+                     "note": "TorchSampler is the only sampler: TensorRT-LLM ignores 'auto' and "
+                             "'TorchSampler' with a warning and refuses 'TRTLLMSampler'"},
+    "kv_cache_config.block_reuse_config.block_reuse_policy": {
+        "now": "kv_cache_config.block_reuse_config.policy", "since": "1.4.0rc4"},
+}
+
+# Keys of the 1.4.0rc line asked of a 1.3.0 release: where the 1.3.0 spelling is.
+MOVED_BACK_1_3 = {
+    "prefill_cuda_graph_backend": {"now": "torch_compile_config.enable_piecewise_cuda_graph", "since": None,
+                                   "note": "prefill_cuda_graph_backend came in the 1.4.0rc line; here "
+                                           "piecewise prefill graphs are torch_compile_config."
+                                           "enable_piecewise_cuda_graph: true"},
+    "prefill_capture_num_tokens": {"now": "torch_compile_config.capture_num_tokens", "since": None,
+                                   "note": "prefill_capture_num_tokens came in the 1.4.0rc line"},
 }
 
 # ---------------------------------------------------------------- engine (trtllm-build) fields
@@ -631,26 +691,28 @@ LLMAPI_MODEL = {
 # ---------------------------------------------------------------- Dynamo (DYNAMO_ARGS, DYNAMO_DOC)
 
 DYNAMO_FLAGS = [
-    ("--model", "str", None, "Hugging Face id or local path (--model-path is an obsolete alias)"),
-    ("--served-model-name", "str", None, ""),
+    ("--model", "str", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "Hugging Face id or local path (--model-path is "
+                                                              "an obsolete alias)"),
+    ("--served-model-name", "str", None, "derived from the model path when unset"),
     ("--extra-engine-args", "str", "", "path of a TorchLlmArgs YAML"),
     ("--override-engine-args", "str", "", "a Python dict literal merged over the YAML"),
     ("--tensor-parallel-size", "int", 1, ""),
     ("--pipeline-parallel-size", "int", 1, ""),
     ("--expert-parallel-size", "int", None, ""),
-    ("--enable-attention-dp", "bool", False, ""),
+    ("--enable-attention-dp", "bool", False, "negatable (--no-enable-attention-dp)"),
     ("--kv-block-size", "int", 32, "kv_cache_config.tokens_per_block"),
     ("--gpus-per-node", "int", None, ""),
-    ("--max-batch-size", "int", None, "TensorRT-LLM's own default when unset"),
-    ("--max-num-tokens", "int", None, "TensorRT-LLM's own default when unset"),
-    ("--max-seq-len", "int", None, ""),
-    ("--max-beam-width", "int", None, ""),
+    ("--max-batch-size", "int", 2048, "default: TensorRT-LLM's BaseLlmArgs.max_batch_size"),
+    ("--max-num-tokens", "int", 8192, "default: TensorRT-LLM's BaseLlmArgs.max_num_tokens"),
+    ("--max-seq-len", "int", None, "default: TensorRT-LLM's BaseLlmArgs.max_seq_len"),
+    ("--max-beam-width", "int", 1, "default: TensorRT-LLM's BaseLlmArgs.max_beam_width"),
     ("--free-gpu-memory-fraction", "float", 0.9, "kv_cache_config.free_gpu_memory_fraction"),
-    ("--publish-kv-events", "bool", False, ""),
+    ("--publish-kv-events", "bool", False, "obsolete alias --publish-events-and-metrics"),
     ("--load-format", "str", "auto", "auto, or gms (GPU Memory Service)"),
+    ("--model-loader-extra-config", "str", "", "JSON object for the model loader"),
     ("--disaggregation-mode", "choice", "agg", "agg, pd, prefill, decode, encode"),
     ("--enable-multimodal", "bool", False, ""),
-    ("--guided-decoding-backend", "str", None, ""),
+    ("--guided-decoding-backend", "choice", None, "xgrammar, llguidance"),
 ]
 
 
@@ -661,47 +723,72 @@ def dynamo(version: str) -> dict:
     if release:
         note = f"Dynamo {release} pins TensorRT-LLM {version}"
     elif version == "1.3.0rc21":
-        note = ("no Dynamo release pins 1.3.0rc21 (v1.3.1 pins rc19, v1.4.0 rc22); the flags are those "
-                "of the first release on the engine-free API")
+        note = ("no Dynamo release pins 1.3.0rc21 (v1.3.1 pins rc19, v1.4.0 rc22): the flags are those "
+                "of the Dynamo source named, which reads the max-* defaults from TensorRT-LLM itself")
     else:
         note = f"no Dynamo release pins TensorRT-LLM {version} yet; flags as of Dynamo v1.6.0"
     return {"module": "dynamo.trtllm", "release": release, "note": note, "flags": flags,
-            "env_prefix": "DYN_TRTLLM_", "source": f"{DYNAMO_ARGS}; {DYNAMO_DOC}; {DYNAMO_COMPAT}"}
+            "env_prefix": "DYN_TRTLLM_", "yaml_flag": "--extra-engine-args",
+            "source": f"{DYNAMO_ARGS}; {DYNAMO_DOC}; {DYNAMO_COMPAT}"}
 
 
 # ---------------------------------------------------------------- per version
 
+PREFILL_DOC = ("https://nvidia.github.io/TensorRT-LLM/1.4.0rc1/features/torch_compile_and_piecewise_cuda_graph.html; "
+               "https://nvidia.github.io/TensorRT-LLM/1.4.0rc1/llm-api/reference/TorchCompileConfig.html")
+
 COMMON_SOURCES = {
-    "llm_args": f"{MANIFEST} (captured keys, types, choices); {TORCH_ARGS_DOC} (string keys, defaults); "
-                f"{LLM_ARGS_PY} (CudaGraphConfig fields and defaults)",
-    "configs": f"{MANIFEST}; {LLM_ARGS_PY}; /work/shared/facts/trtllm-llmapi.md section 1.4 (defaults)",
-    "moved": RENAMES,
+    "llm_args": f"{LLM_ARGS_PY} (BaseLlmArgs, TorchLlmArgs: names, types, defaults, status tags); "
+                f"{MANIFEST} (choices); {TORCH_ARGS_DOC}",
+    "configs": f"{LLM_ARGS_PY} (KvCacheConfig, SchedulerConfig, CudaGraphConfig, ...); "
+               "NVIDIA/TensorRT-LLM@04b4c0306912aa8e772b9f00bc1bbd61e0e9c878:tensorrt_llm/_torch/peft/lora/config.py "
+               f"(LoraConfig); {MANIFEST} (MoeConfig, AttentionDpConfig, CpConfig, MultimodalConfig, "
+               "KvConnectorConfig, Nvfp4GemmConfig, TelemetryConfig: numeric/categorical fields only)",
+    "moved": f"{RENAMES}; {LLM_ARGS_PY} (sampler_type, block_reuse_policy); NVIDIA/TensorRT-LLM@000a01de:"
+             "tests/unittest/api_stability/references/llm.yaml (1.0.0rc4: kv_cache_dtype still top level, "
+             "cuda_graph_config and disable_overlap_scheduler already there)",
     "engine_only": REMOVAL,
-    "trtllm_serve": SERVE_CLI,
+    "trtllm_serve": f"{SERVE_CLI} (the reference exists since NVIDIA/TensorRT-LLM#15643, merged 2026-06-26, "
+                    "before the TensorRT-backend removal)",
     "llmapi_model": f"{PBTXT}; {MODEL_YAML}; {MODEL_PY} (triton_config keys read by model.py)",
 }
 
-VERSIONS = {
-    "1.3.0rc21": "v1.3.0rc21 could not be read (see the module docstring): the keys are the 1.4.0rc-line "
-                 "main snapshot named per group, the nearest stored source. Keys added after rc21 are "
-                 "accepted here too, so this table can be lenient but does not refuse valid rc21 keys that "
-                 "main still has.",
-    "1.3.0rc29": "v1.3.0rc29 could not be read (see the module docstring): the keys are the 1.4.0rc-line "
-                 "main snapshot named per group, the nearest stored source (Dynamo v1.6.0 pins this version).",
-    "1.4.0rc4": "the 1.4.0rc line: main snapshot named per group (the v1.4.0rc4 tag itself could not be "
-                "read; its TorchLlmArgs reference page is the docs source named for llm_args).",
+NOTES = {
+    "1.3.0rc21": "the v1.3.0rc21 tag could not be read here (see tools/extract_llmapi_tables.py): keys are "
+                 "those of the stored main snapshot named per group minus what the 1.4.0rc docs introduce "
+                 "(prefill_cuda_graph_backend, prefill_capture_num_tokens, "
+                 "torch_compile_config.compile_only_piecewise_graphs); keys added to main between rc21 and "
+                 "that snapshot are accepted here too (lenient, never refusing a key main still has).",
+    "1.3.0rc29": "the v1.3.0rc29 tag could not be read here: as 1.3.0rc21, the nearest stored sources "
+                 "(Dynamo v1.6.0 pins this version).",
+    "1.4.0rc4": "the 1.4.0rc line: the stored main snapshot named per group plus the 1.4.0rc1 docs for the "
+                "prefill CUDA graph keys (the v1.4.0rc4 tag itself could not be read).",
 }
 
 
+def _stable_by_default(fields: dict[str, dict]) -> dict[str, dict]:
+    """llm_args.py tags only non-stable fields (Field(status=...)); untagged means stable."""
+    return {k: {**v, "status": v.get("status", "stable")} for k, v in fields.items()}
+
+
 def table(version: str) -> dict:
+    line_1_4 = version.startswith("1.4.")
+    llm_args = {**LLM_ARGS, **(PREFILL_1_4 if line_1_4 else SAMPLER_1_3)}
+    configs = {**CONFIGS, "TorchCompileConfig": torch_compile(line_1_4)}
+    configs = {name: fields if name in OPEN_CONFIGS else _stable_by_default(fields)
+               for name, fields in sorted(configs.items())}
+    moved = {**MOVED, **(MOVED_1_4 if line_1_4 else MOVED_BACK_1_3)}
+    sources = [f"{group}: {src}" for group, src in COMMON_SOURCES.items()]
+    if line_1_4:
+        sources.append(f"llm_args (prefill CUDA graph keys), configs (TorchCompileConfig): {PREFILL_DOC}")
+    sources += [f"dynamo: {DYNAMO_ARGS}; {DYNAMO_DOC}; {DYNAMO_COMPAT}", f"note: {NOTES[version]}"]
     return {
         "version": version,
-        "sources": [f"{group}: {src}" for group, src in COMMON_SOURCES.items()]
-                   + [f"dynamo: {DYNAMO_ARGS}; {DYNAMO_DOC}", f"note: {VERSIONS[version]}"],
-        "llm_args": LLM_ARGS,
-        "configs": CONFIGS,
+        "sources": sources,
+        "llm_args": _stable_by_default(llm_args),
+        "configs": configs,
         "open_configs": OPEN_CONFIGS,
-        "moved": MOVED,
+        "moved": moved,
         "engine_only": {k: {"now": now, "gone_since": "1.3.0rc21", "note": note}
                         for k, (now, note) in ENGINE_ONLY.items()},
         "trtllm_serve": {"command": "trtllm-serve serve", "model": "positional (no --model flag)",
@@ -716,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="compare with the committed tables, write nothing")
     args = ap.parse_args(argv)
     stale = []
-    for version in VERSIONS:
+    for version in NOTES:
         text = json.dumps(table(version), indent=1, sort_keys=False) + "\n"
         path = OUT / f"{version}.json"
         if args.check:
