@@ -41,6 +41,48 @@ def test_the_generated_tables_are_current():
     assert proc.returncode == 0, proc.stderr
 
 
+SOURCE = '''
+class StrictBaseModel: pass
+class Mode(StrEnum):
+    FAST = "fast"
+class KvCacheConfig(StrictBaseModel):
+    tokens_per_block: int = Field(default=64, description="changed")
+    host_cache_size: int = 1024**3
+class BaseLlmArgs(StrictBaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="required")
+    max_batch_size: Optional[int] = Field(default=64, status="beta")
+class TorchLlmArgs(BaseLlmArgs):
+    _private: int = PrivateAttr(default=0)
+    LIMIT: ClassVar[int] = 3
+    mode: Mode = Field(default=Mode.FAST)
+    brand_new_key: int = Field(default=1, status="prototype")
+'''
+
+
+def test_compare_reads_a_checkouts_llm_args_with_ast():
+    """The maintainer's check of a table against a tag's llm_args.py (never imported)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from extract_llmapi_tables import compare, source_fields
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    fields = source_fields(SOURCE)
+    assert set(fields["TorchLlmArgs"]) == {"model", "max_batch_size", "mode", "brand_new_key"}
+    assert fields["TorchLlmArgs"]["max_batch_size"] == {"default": 64, "status": "beta"}
+    assert fields["TorchLlmArgs"]["mode"]["default"] == "fast"
+    assert fields["KvCacheConfig"]["host_cache_size"]["default"] == 1024 ** 3
+    diffs = compare(SOURCE, "1.3.0rc29")
+    assert "TorchLlmArgs.brand_new_key: in the source, not in the table" in diffs
+    assert "TorchLlmArgs.kv_cache_config: in the table, not in the source" in diffs
+    assert "TorchLlmArgs.max_batch_size: default 2048 in the table, 64 in the source" in diffs
+    assert "TorchLlmArgs.max_batch_size: status 'stable' in the table, 'beta' in the source" in diffs
+    assert "KvCacheConfig.tokens_per_block: default 32 in the table, 64 in the source" in diffs
+    assert "SchedulerConfig: not in the source" in diffs
+    assert not any(d.startswith("TorchLlmArgs.model:") for d in diffs)
+    assert "KvCacheConfig.host_cache_size: default None in the table, 1073741824 in the source" in diffs
+
+
 @pytest.mark.parametrize("version,free", [
     ("1.2.1", False), ("1.3.0rc20", False), ("1.3.0rc21", True), ("v1.3.0rc29", True), ("1.4.0rc1", True),
     ("1.3.0.dev-main-2026-07", False), ("seed", False),
@@ -184,6 +226,25 @@ def test_the_upstream_model_yaml_and_a_mixtral_config_validate(version):
     assert t.validate_llm_args(_model_yaml_llm_part(version), where="model.yaml") == []
     assert t.validate_llm_args(MIXTRAL, where="config.yaml") == []
     assert t.validate_llm_args({"model": "m", "cuda_graph_config": None, "kv_cache_config": {}}) == []
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_model_yaml_checks_triton_config_and_passes_the_rest_to_llm_args(version):
+    t = table_for(version)
+    assert t.validate_model_yaml(t.llmapi_default_model_yaml) == []
+    good = {**MIXTRAL, "triton_config": {"max_batch_size": 8, "decoupled": True,
+                                         "cancellation_check_period_ms": 50},
+            "logits_post_processors": {"ban": "my.module:Ban"}}
+    assert t.validate_model_yaml(good) == []
+    bad = {"model": "m", "kv_cache_dtype": "fp8",
+           "triton_config": {"decoupled": "yes", "max_batch_sise": 8}}
+    assert t.validate_model_yaml(bad) == [
+        f"model.yaml: `triton_config.decoupled` must be bool in TensorRT-LLM {version}, not 'yes'",
+        f"model.yaml: `triton_config.max_batch_sise` is not a key model.py reads in TensorRT-LLM {version}; "
+        "did you mean `max_batch_size`?",
+        f"model.yaml: `kv_cache_dtype` is not a TorchLlmArgs key in TensorRT-LLM {version} (moved by 1.3.0rc21): "
+        "use `kv_cache_config.dtype`; the KV-cache dtype lives in kv_cache_config (a top-level LLM argument "
+        "in 1.0)"]
 
 
 def test_open_configs_catch_typos_but_not_fields_the_table_does_not_list():

@@ -5,6 +5,12 @@ Regenerate with:
     python tools/extract_llmapi_tables.py            # writes every table
     python tools/extract_llmapi_tables.py --check    # exit 1 if a committed table differs
 
+Check a table against a TensorRT-LLM checkout (a tag's tensorrt_llm/llmapi/llm_args.py, read with
+Python's ast; tensorrt_llm is never imported), then edit the facts below to match:
+
+    git -C TensorRT-LLM show v1.3.0rc29:tensorrt_llm/llmapi/llm_args.py > /tmp/llm_args.py
+    python tools/extract_llmapi_tables.py --compare /tmp/llm_args.py --version 1.3.0rc29
+
 How the facts were gathered (and why they are transcribed here rather than parsed from a checkout):
 the NVIDIA/TensorRT-LLM snapshot (2.5 GB) is over what the build machine could fetch, PyPI only
 carries stub sdists for 1.3.0rc*/1.4.0rc* (the wheels live on pypi.nvidia.com), and so no tag
@@ -20,6 +26,7 @@ Notation of a field: "type" is int | float | bool | str | dict | any | list[T] |
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 from pathlib import Path
@@ -468,8 +475,8 @@ MOVED = {
                                          "disable_overlap_scheduler: true turns it off"},
     "pytorch_backend_config": {"now": None, "since": "1.0.0rc4", "flattened": True,
                                "note": "pytorch_backend_config was flattened into the top level"},
-    "free_gpu_memory_fraction": {"now": "kv_cache_config.free_gpu_memory_fraction", "since": "1.0.0rc4",
-                                 "note": "trtllm-serve's --free_gpu_memory_fraction flag sets this key"},
+    "free_gpu_memory_fraction": {"now": "kv_cache_config.free_gpu_memory_fraction", "since": None,
+                                 "note": "only trtllm-serve's --free_gpu_memory_fraction flag is top level"},
     "build_config": {"now": None, "since": "1.3.0rc21", "flattened": True,
                      "note": "BuildConfig is gone with the TensorRT backend; max_batch_size, max_num_tokens, "
                              "max_seq_len and max_beam_width are top-level keys"},
@@ -798,10 +805,106 @@ def table(version: str) -> dict:
     }
 
 
+# ---------------------------------------------------------------- --compare: fields of an llm_args.py (ast)
+
+def source_fields(source: str) -> dict[str, dict[str, dict]]:
+    """class name -> field name -> {"default", "status"} for every class of an llm_args.py that
+    declares pydantic fields, inherited fields included (classes of the same file only)."""
+    tree = ast.parse(source)
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    own: dict[str, dict[str, dict]] = {}
+    for name, node in classes.items():
+        fields = {}
+        for stmt in node.body:
+            if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+                continue
+            field, annotation = stmt.target.id, ast.unparse(stmt.annotation)
+            if field.startswith("_") or annotation.startswith("ClassVar") or field == "model_config":
+                continue
+            fields[field] = _field_facts(stmt.value)
+        own[name] = fields
+
+    def resolved(name: str, seen: tuple = ()) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for base in classes[name].bases:
+            base_name = ast.unparse(base)
+            if base_name in classes and base_name not in seen:
+                out.update(resolved(base_name, (*seen, name)))
+        out.update(own[name])
+        return out
+
+    return {name: resolved(name) for name in classes if resolved(name)}
+
+
+def _field_facts(value: ast.expr | None) -> dict:
+    """Default and stability tag of `x: T = Field(...)` / `x: T = literal`."""
+    if value is None:
+        return {"default": None, "status": "stable", "required": True}
+    if isinstance(value, ast.Call) and ast.unparse(value.func) in ("Field", "PydanticField"):
+        kwargs = {k.arg: k.value for k in value.keywords if k.arg}
+        status = kwargs.get("status")
+        facts = {"status": _literal(status) if status is not None else "stable"}
+        if "default" in kwargs or value.args:
+            facts["default"] = _literal(kwargs.get("default", value.args[0] if value.args else None))
+        elif "default_factory" in kwargs:
+            facts["default"] = {"list": [], "dict": {}}.get(ast.unparse(kwargs["default_factory"]), {})
+        else:
+            facts.update(default=None, required=True)
+        return facts
+    return {"default": _literal(value), "status": "stable"}
+
+
+def _literal(node: ast.expr):
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        pass
+    if all(isinstance(n, (ast.BinOp, ast.UnaryOp, ast.Constant, ast.operator, ast.unaryop))
+           for n in ast.walk(node)):   # constant arithmetic such as 1024**3
+        return eval(compile(ast.Expression(node), "<default>", "eval"), {"__builtins__": {}})
+    return ast.unparse(node).rsplit(".", 1)[-1].lower()   # an enum member: its name
+
+
+def compare(source: str, version: str) -> list[str]:
+    """Where table(version) and an llm_args.py disagree on TorchLlmArgs and the nested classes
+    both know: missing or extra keys, other defaults, other stability tags."""
+    found = source_fields(source)
+    t = table(version)
+    pairs = [("TorchLlmArgs", t["llm_args"])] + [(n, fl) for n, fl in t["configs"].items()
+                                                 if n not in t["open_configs"]]
+    lines = []
+    for cls, fields in pairs:
+        src = found.get(cls) or found.get({"CudaGraphConfig": "DecodeCudaGraphConfig",
+                                           "KvEventsConfig": "KVEventsConfig",
+                                           "ReorderPolicyConfig": "ReorderRequestPolicyConfig",
+                                           "KvConnectorConfig": "KvCacheConnectorConfig"}.get(cls, ""))
+        if src is None:
+            lines.append(f"{cls}: not in the source")
+            continue
+        lines += [f"{cls}.{k}: in the source, not in the table" for k in sorted(set(src) - set(fields))]
+        lines += [f"{cls}.{k}: in the table, not in the source" for k in sorted(set(fields) - set(src))]
+        for k in sorted(set(src) & set(fields)):
+            for what in ("default", "status"):
+                a, b = fields[k].get(what), src[k].get(what)
+                if what == "default" and (src[k].get("required") or isinstance(b, str) and a == b.lower()):
+                    continue
+                if a != b and not (isinstance(a, str) and isinstance(b, str) and a.lower() == b.lower()):
+                    lines.append(f"{cls}.{k}: {what} {a!r} in the table, {b!r} in the source")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="compare with the committed tables, write nothing")
+    ap.add_argument("--compare", metavar="LLM_ARGS_PY", help="diff a table against this llm_args.py")
+    ap.add_argument("--version", choices=list(NOTES), help="the table --compare checks")
     args = ap.parse_args(argv)
+    if args.compare:
+        if not args.version:
+            ap.error("--compare needs --version")
+        diffs = compare(Path(args.compare).read_text(encoding="utf-8"), args.version)
+        print("\n".join(diffs) if diffs else f"{args.version}: the table matches {args.compare}")
+        return 1 if diffs else 0
     stale = []
     for version in NOTES:
         text = json.dumps(table(version), indent=1, sort_keys=False) + "\n"

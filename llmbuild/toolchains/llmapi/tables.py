@@ -153,7 +153,6 @@ class VersionTable:
 
     def __init__(self, version: str, data: dict):
         self.version = version
-        self.data = data
         self.sources: list[str] = data["sources"]
         self.llm_args: dict[str, FieldSpec] = {
             k: FieldSpec.from_json(k, v) for k, v in data["llm_args"].items()}
@@ -175,6 +174,8 @@ class VersionTable:
         self.llmapi_outputs: tuple[dict, ...] = tuple(model["outputs"])
         self.llmapi_triton_config: dict[str, dict] = model["triton_config"]
         self.llmapi_default_model_yaml: dict = model["default_model_yaml"]
+        self.llmapi_extra_keys: dict[str, FieldSpec] = {
+            k: FieldSpec.from_json(k, {"nullable": True, **v}) for k, v in model["extra_model_yaml_keys"].items()}
         self.dynamo: dict = data["dynamo"]
 
     def __repr__(self) -> str:
@@ -219,6 +220,30 @@ class VersionTable:
         if not isinstance(doc, dict):
             return [f"{prefix}a TorchLlmArgs document is a mapping, not {type(doc).__name__}"]
         return [prefix + m for m in self._check_mapping(doc, self.llm_args, _TOP, "")]
+
+    def validate_model_yaml(self, doc: dict, *, where: str = "model.yaml") -> list[str]:
+        """Every problem in the llmapi Triton model's model.yaml: `triton_config` (read by model.py,
+        copied into the Triton config) and the model.py-only keys are checked here, every other key
+        goes to LLM(**kwargs) and is checked as TorchLlmArgs."""
+        prefix = f"{where}: " if where else ""
+        if not isinstance(doc, dict):
+            return [f"{prefix}model.yaml is a mapping, not {type(doc).__name__}"]
+        rest = {k: v for k, v in doc.items() if k != "triton_config" and k not in self.llmapi_extra_keys}
+        triton = doc.get("triton_config", {})
+        problems = [prefix + m for k, v in doc.items() if k in self.llmapi_extra_keys
+                    for m in self._check_value(v, self.llmapi_extra_keys[k], k)]
+        if not isinstance(triton, dict):
+            problems.append(f"{prefix}`triton_config` must be a mapping, not {triton!r}")
+        else:
+            fields = {k: FieldSpec.from_json(k, v) for k, v in self.llmapi_triton_config.items()}
+            for key, value in triton.items():
+                if key not in fields:
+                    problems.append(f"{prefix}`triton_config.{key}` is not a key model.py reads in TensorRT-LLM "
+                                    f"{self.version}{_did_you_mean(key, fields)}")
+                else:
+                    problems.extend(prefix + m for m in self._check_value(value, fields[key],
+                                                                          f"triton_config.{key}"))
+        return problems + self.validate_llm_args(rest, where=where)
 
     def _check_mapping(self, doc: dict, fields: dict[str, FieldSpec], cls: str, path: str) -> list[str]:
         problems = []
