@@ -233,18 +233,20 @@ def test_model_yaml_checks_triton_config_and_passes_the_rest_to_llm_args(version
     t = table_for(version)
     assert t.validate_model_yaml(t.llmapi_default_model_yaml) == []
     good = {**MIXTRAL, "triton_config": {"max_batch_size": 8, "decoupled": True,
-                                         "cancellation_check_period_ms": 50},
-            "logits_post_processors": {"ban": "my.module:Ban"}}
+                                         "cancellation_check_period_ms": 50}}
     assert t.validate_model_yaml(good) == []
     bad = {"model": "m", "kv_cache_dtype": "fp8",
            "triton_config": {"decoupled": "yes", "max_batch_sise": 8}}
     assert t.validate_model_yaml(bad) == [
+        "model.yaml: `triton_config.max_batch_size` is missing: model.py reads it",
         f"model.yaml: `triton_config.decoupled` must be bool in TensorRT-LLM {version}, not 'yes'",
         f"model.yaml: `triton_config.max_batch_sise` is not a key model.py reads in TensorRT-LLM {version}; "
         "did you mean `max_batch_size`?",
         f"model.yaml: `kv_cache_dtype` is not a TorchLlmArgs key in TensorRT-LLM {version} (moved by 1.3.0rc21): "
         "use `kv_cache_config.dtype`; the KV-cache dtype lives in kv_cache_config (a top-level LLM argument "
         "in 1.0)"]
+    assert t.validate_model_yaml({"model": "m"}) == [
+        "model.yaml: `triton_config` must be a mapping with max_batch_size, decoupled, not None"]
 
 
 def test_open_configs_catch_typos_but_not_fields_the_table_does_not_list():

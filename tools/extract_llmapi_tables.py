@@ -671,19 +671,16 @@ LLMAPI_MODEL = {
     "inputs": LLMAPI_INPUTS,
     "outputs": LLMAPI_OUTPUTS,
     "not_in_config_pbtxt": ["max_batch_size", "model_transaction_policy.decoupled"],
-    "triton_config": {
-        "max_batch_size": {"type": "int", "default": 0,
+    "triton_config": {   # MODEL_PY: auto_complete_config and initialize read these
+        "max_batch_size": {"type": "int", "default": 0, "required": True,
                            "description": "copied into the Triton config by auto_complete_config; the "
                                           "default model.yaml says batching is not supported (JIRA-4496)"},
-        "decoupled": {"type": "bool", "default": False,
+        "decoupled": {"type": "bool", "default": False, "required": True,
                       "description": "model_transaction_policy.decoupled (streaming)"},
         "cancellation_check_period_ms": {"type": "int", "default": 100,
                                          "description": "how often model.py checks for cancelled requests"},
-        "multimodal": {"type": "bool", "default": False, "description": "read the image_url input"},
-    },
-    "extra_model_yaml_keys": {
-        "logits_post_processors": {"type": "dict", "default": None,
-                                   "description": "name -> 'module.path:attr', chosen per request"},
+        "multimodal": {"type": "bool", "default": False,
+                       "description": "read the image_url input (config.pbtxt comment, PBTXT)"},
     },
     "default_model_yaml": {
         "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
@@ -757,7 +754,11 @@ COMMON_SOURCES = {
     "engine_only": REMOVAL,
     "trtllm_serve": f"{SERVE_CLI} (the reference exists since NVIDIA/TensorRT-LLM#15643, merged 2026-06-26, "
                     "before the TensorRT-backend removal)",
-    "llmapi_model": f"{PBTXT}; {MODEL_YAML}; {MODEL_PY} (triton_config keys read by model.py)",
+    "llmapi_model": f"{PBTXT} (tensors); {MODEL_YAML} (default model.yaml); {MODEL_PY} (triton_config keys; "
+                    "every other model.yaml key goes to LLM(**kwargs)). Other stored config.pbtxt versions, "
+                    "whose order is not known: c8c6df08 (without the LoRA inputs) and 0ebb1536 (adds "
+                    "sampling_param_logits_post_processor_name with a model.yaml logits_post_processors key, "
+                    "without image_url); this table follows 0a71057",
 }
 
 NOTES = {

@@ -174,8 +174,6 @@ class VersionTable:
         self.llmapi_outputs: tuple[dict, ...] = tuple(model["outputs"])
         self.llmapi_triton_config: dict[str, dict] = model["triton_config"]
         self.llmapi_default_model_yaml: dict = model["default_model_yaml"]
-        self.llmapi_extra_keys: dict[str, FieldSpec] = {
-            k: FieldSpec.from_json(k, {"nullable": True, **v}) for k, v in model["extra_model_yaml_keys"].items()}
         self.dynamo: dict = data["dynamo"]
 
     def __repr__(self) -> str:
@@ -222,20 +220,22 @@ class VersionTable:
         return [prefix + m for m in self._check_mapping(doc, self.llm_args, _TOP, "")]
 
     def validate_model_yaml(self, doc: dict, *, where: str = "model.yaml") -> list[str]:
-        """Every problem in the llmapi Triton model's model.yaml: `triton_config` (read by model.py,
-        copied into the Triton config) and the model.py-only keys are checked here, every other key
-        goes to LLM(**kwargs) and is checked as TorchLlmArgs."""
+        """Every problem in the llmapi Triton model's model.yaml: `triton_config` is model.py's own
+        (max_batch_size and decoupled are required), every other key goes to LLM(**kwargs) and is
+        checked as TorchLlmArgs."""
         prefix = f"{where}: " if where else ""
         if not isinstance(doc, dict):
             return [f"{prefix}model.yaml is a mapping, not {type(doc).__name__}"]
-        rest = {k: v for k, v in doc.items() if k != "triton_config" and k not in self.llmapi_extra_keys}
-        triton = doc.get("triton_config", {})
-        problems = [prefix + m for k, v in doc.items() if k in self.llmapi_extra_keys
-                    for m in self._check_value(v, self.llmapi_extra_keys[k], k)]
+        triton = doc.get("triton_config")
+        fields = {k: FieldSpec.from_json(k, v) for k, v in self.llmapi_triton_config.items()}
+        problems = []
         if not isinstance(triton, dict):
-            problems.append(f"{prefix}`triton_config` must be a mapping, not {triton!r}")
+            problems.append(f"{prefix}`triton_config` must be a mapping with "
+                            f"{', '.join(k for k, v in self.llmapi_triton_config.items() if v.get('required'))}"
+                            f", not {triton!r}")
         else:
-            fields = {k: FieldSpec.from_json(k, v) for k, v in self.llmapi_triton_config.items()}
+            problems += [f"{prefix}`triton_config.{k}` is missing: model.py reads it" for k, v in
+                         self.llmapi_triton_config.items() if v.get("required") and k not in triton]
             for key, value in triton.items():
                 if key not in fields:
                     problems.append(f"{prefix}`triton_config.{key}` is not a key model.py reads in TensorRT-LLM "
@@ -243,6 +243,7 @@ class VersionTable:
                 else:
                     problems.extend(prefix + m for m in self._check_value(value, fields[key],
                                                                           f"triton_config.{key}"))
+        rest = {k: v for k, v in doc.items() if k != "triton_config"}
         return problems + self.validate_llm_args(rest, where=where)
 
     def _check_mapping(self, doc: dict, fields: dict[str, FieldSpec], cls: str, path: str) -> list[str]:
