@@ -258,18 +258,31 @@ def test_open_configs_catch_typos_but_not_fields_the_table_does_not_list():
         "`moe_config.backendd` is not a MoeConfig key in TensorRT-LLM 1.3.0rc29; did you mean `backend`?"]
 
 
-def test_prefill_cuda_graph_keys_belong_to_the_1_4_line():
-    assert table_for("1.4.0rc4").validate_llm_args(
-        {"prefill_cuda_graph_backend": "piecewise", "prefill_capture_num_tokens": [1, 2]}) == []
-    problems = table_for("1.3.0rc29").validate_llm_args({"prefill_cuda_graph_backend": "piecewise"})
-    assert problems == [
-        "`prefill_cuda_graph_backend` is not a TorchLlmArgs key in TensorRT-LLM 1.3.0rc29: use "
-        "`torch_compile_config.enable_piecewise_cuda_graph`; prefill_cuda_graph_backend came in the 1.4.0rc "
-        "line; here piecewise prefill graphs are torch_compile_config.enable_piecewise_cuda_graph: true"]
-    assert table_for("1.3.0rc29").validate_llm_args(
-        {"torch_compile_config": {"enable_piecewise_cuda_graph": True}}) == []
-    assert "compile_only_piecewise_graphs" in table_for("1.4.0rc4").configs["TorchCompileConfig"]
-    assert "compile_only_piecewise_graphs" not in table_for("1.3.0rc29").configs["TorchCompileConfig"]
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_prefill_cuda_graphs_and_their_deprecated_aliases(version):
+    t = table_for(version)
+    assert t.validate_llm_args({"prefill_cuda_graph_backend": "piecewise", "prefill_capture_num_tokens": [1, 2],
+                                "torch_compile_config": {"enable_piecewise_cuda_graph": True}}) == []
+    assert t.configs["TorchCompileConfig"]["capture_num_tokens"].description == (
+        "deprecated alias of prefill_capture_num_tokens")
+    assert t.validate_llm_args({"prefill_cuda_graph_backend": "eager"}) == [
+        f"`prefill_cuda_graph_backend` must be one of 'disabled', 'piecewise', 'breakable' in TensorRT-LLM "
+        f"{version}, not 'eager'"]
+
+
+def test_compile_only_piecewise_graphs_is_a_1_4_key():
+    doc = {"torch_compile_config": {"compile_only_piecewise_graphs": True}}
+    assert table_for("1.4.0rc4").validate_llm_args(doc) == []
+    assert table_for("1.3.0rc29").validate_llm_args(doc) == [
+        "`torch_compile_config.compile_only_piecewise_graphs` is not a TorchCompileConfig key in TensorRT-LLM "
+        "1.3.0rc29"]
+
+
+def test_renamed_block_reuse_policy_in_the_1_4_line():
+    doc = {"kv_cache_config": {"block_reuse_config": {"block_reuse_policy": "per_request"}}}
+    assert table_for("1.4.0rc4").validate_llm_args(doc) == [
+        "`kv_cache_config.block_reuse_config.block_reuse_policy` is not a BlockReuseConfig key in TensorRT-LLM "
+        "1.4.0rc4 (moved by 1.4.0rc4): use `kv_cache_config.block_reuse_config.policy`"]
 
 
 # ------------------------------------------------------------------ engine fields

@@ -208,17 +208,15 @@ LLM_ARGS: dict[str, dict] = {
     "backend": lit(["pytorch"], "pytorch", "only the PyTorch backend remains", D),
 }
 
-# Added in the 1.4.0rc line (docs 'Torch Compile & Prefill CUDA Graph', 1.4.0rc1): prefill graphs
-# leave torch_compile_config, whose two keys become deprecated aliases.
-PREFILL_1_4 = {
+# Prefill CUDA graphs left torch_compile_config (whose two keys became deprecated aliases) by
+# 1.3.0rc27 at the latest (PREFILL_DOCS).
+LLM_ARGS |= {
     "prefill_cuda_graph_backend": lit(["disabled", "piecewise", "breakable"], "disabled", "", P),
     "prefill_capture_num_tokens": f("list[int]?", None, "token buckets for prefill CUDA graphs", P),
-}
-
-# Removed by the 1.4.0rc line (see MOVED_1_4); a beta key in
-# NVIDIA/TensorRT-LLM@ea35fd67:tests/unittest/api_stability/references/llm.yaml, kept for 1.3.0.
-SAMPLER_1_3 = {
-    "sampler_type": lit(["auto", "TorchSampler", "TRTLLMSampler"], "auto", "", B),
+    # A beta key in NVIDIA/TensorRT-LLM@ea35fd67:tests/unittest/api_stability/references/llm.yaml;
+    # the main snapshot drops it on input ('auto'/'TorchSampler' with a warning, 'TRTLLMSampler' refused).
+    "sampler_type": lit(["auto", "TorchSampler", "TRTLLMSampler"], "auto",
+                        "TorchSampler is the only sampler in later versions", B),
 }
 
 # ---------------------------------------------------------------- nested configs (LLM_ARGS_PY)
@@ -237,17 +235,16 @@ ENCODE_ONLY_CUDA_GRAPH = {
 
 
 def torch_compile(line_1_4: bool) -> dict:
-    alias = " (deprecated alias of prefill_cuda_graph_backend: piecewise)" if line_1_4 else ""
     out = {
         "enable_fullgraph": f("bool", True),
         "enable_inductor": f("bool", False),
-        "enable_piecewise_cuda_graph": f("bool", False, "piecewise CUDA graphs for prefill" + alias),
-        "capture_num_tokens": f("list[int]?", None, "token buckets for piecewise CUDA graphs"
-                                + (" (deprecated alias of prefill_capture_num_tokens)" if line_1_4 else "")),
+        "enable_piecewise_cuda_graph": f("bool", False, "deprecated alias of prefill_cuda_graph_backend: "
+                                                        "piecewise"),
+        "capture_num_tokens": f("list[int]?", None, "deprecated alias of prefill_capture_num_tokens"),
         "enable_userbuffers": f("bool", True),
         "max_num_streams": f("int", 3),
     }
-    if line_1_4:   # TorchCompileConfig reference, docs 1.4.0rc1
+    if line_1_4:   # in the 1.4.0rc1 TorchCompileConfig reference, not in 1.3.0rc27's (PREFILL_DOCS)
         out["compile_only_piecewise_graphs"] = f("bool", False)
     return out
 
@@ -482,23 +479,10 @@ MOVED = {
                              "max_seq_len and max_beam_width are top-level keys"},
 }
 
-# Gone by the 1.4.0rc line (LLM_ARGS_PY).
+# Renamed in the 1.4.0rc line (a model validator in LLM_ARGS_PY says so).
 MOVED_1_4 = {
-    "sampler_type": {"now": None, "since": "1.4.0rc4",
-                     "note": "TorchSampler is the only sampler: TensorRT-LLM ignores 'auto' and "
-                             "'TorchSampler' with a warning and refuses 'TRTLLMSampler'"},
     "kv_cache_config.block_reuse_config.block_reuse_policy": {
         "now": "kv_cache_config.block_reuse_config.policy", "since": "1.4.0rc4"},
-}
-
-# Keys of the 1.4.0rc line asked of a 1.3.0 release: where the 1.3.0 spelling is.
-MOVED_BACK_1_3 = {
-    "prefill_cuda_graph_backend": {"now": "torch_compile_config.enable_piecewise_cuda_graph", "since": None,
-                                   "note": "prefill_cuda_graph_backend came in the 1.4.0rc line; here "
-                                           "piecewise prefill graphs are torch_compile_config."
-                                           "enable_piecewise_cuda_graph: true"},
-    "prefill_capture_num_tokens": {"now": "torch_compile_config.capture_num_tokens", "since": None,
-                                   "note": "prefill_capture_num_tokens came in the 1.4.0rc line"},
 }
 
 # ---------------------------------------------------------------- engine (trtllm-build) fields
@@ -738,8 +722,11 @@ def dynamo(version: str) -> dict:
 
 # ---------------------------------------------------------------- per version
 
-PREFILL_DOC = ("https://nvidia.github.io/TensorRT-LLM/1.4.0rc1/features/torch_compile_and_piecewise_cuda_graph.html; "
-               "https://nvidia.github.io/TensorRT-LLM/1.4.0rc1/llm-api/reference/TorchCompileConfig.html")
+PREFILL_DOCS = ("https://nvidia.github.io/TensorRT-LLM/1.3.0rc27/llm-api/reference/TorchCompileConfig.html "
+                "(capture_num_tokens and enable_piecewise_cuda_graph deprecated for the prefill_* keys; no "
+                "compile_only_piecewise_graphs); "
+                "https://nvidia.github.io/TensorRT-LLM/1.4.0rc1/llm-api/reference/TorchCompileConfig.html "
+                "(compile_only_piecewise_graphs)")
 
 COMMON_SOURCES = {
     "llm_args": f"{LLM_ARGS_PY} (BaseLlmArgs, TorchLlmArgs: names, types, defaults, status tags); "
@@ -748,7 +735,7 @@ COMMON_SOURCES = {
                "NVIDIA/TensorRT-LLM@04b4c0306912aa8e772b9f00bc1bbd61e0e9c878:tensorrt_llm/_torch/peft/lora/config.py "
                f"(LoraConfig); {MANIFEST} (MoeConfig, AttentionDpConfig, CpConfig, MultimodalConfig, "
                "KvConnectorConfig, Nvfp4GemmConfig, TelemetryConfig: numeric/categorical fields only)",
-    "moved": f"{RENAMES}; {LLM_ARGS_PY} (sampler_type, block_reuse_policy); NVIDIA/TensorRT-LLM@000a01de:"
+    "moved": f"{RENAMES}; {LLM_ARGS_PY} (block_reuse_policy); NVIDIA/TensorRT-LLM@000a01de:"
              "tests/unittest/api_stability/references/llm.yaml (1.0.0rc4: kv_cache_dtype still top level, "
              "cuda_graph_config and disable_overlap_scheduler already there)",
     "engine_only": REMOVAL,
@@ -763,14 +750,14 @@ COMMON_SOURCES = {
 
 NOTES = {
     "1.3.0rc21": "the v1.3.0rc21 tag could not be read here (see tools/extract_llmapi_tables.py): keys are "
-                 "those of the stored main snapshot named per group minus what the 1.4.0rc docs introduce "
-                 "(prefill_cuda_graph_backend, prefill_capture_num_tokens, "
-                 "torch_compile_config.compile_only_piecewise_graphs); keys added to main between rc21 and "
-                 "that snapshot are accepted here too (lenient, never refusing a key main still has).",
-    "1.3.0rc29": "the v1.3.0rc29 tag could not be read here: as 1.3.0rc21, the nearest stored sources "
-                 "(Dynamo v1.6.0 pins this version).",
-    "1.4.0rc4": "the 1.4.0rc line: the stored main snapshot named per group plus the 1.4.0rc1 docs for the "
-                "prefill CUDA graph keys (the v1.4.0rc4 tag itself could not be read).",
+                 "those of the stored main snapshot named per group, without what only the 1.4.0rc docs "
+                 "show (torch_compile_config.compile_only_piecewise_graphs). Keys added to main after rc21 "
+                 "are accepted here too: lenient, it never refuses a key main still has.",
+    "1.3.0rc29": "the v1.3.0rc29 tag could not be read here: as 1.3.0rc21, from the nearest stored sources, "
+                 "checked against the 1.3.0rc27 docs for the prefill CUDA graph keys (Dynamo v1.6.0 pins "
+                 "this version).",
+    "1.4.0rc4": "the 1.4.0rc line: the stored main snapshot named per group plus the 1.4.0rc1 docs "
+                "(the v1.4.0rc4 tag itself could not be read).",
 }
 
 
@@ -781,19 +768,17 @@ def _stable_by_default(fields: dict[str, dict]) -> dict[str, dict]:
 
 def table(version: str) -> dict:
     line_1_4 = version.startswith("1.4.")
-    llm_args = {**LLM_ARGS, **(PREFILL_1_4 if line_1_4 else SAMPLER_1_3)}
     configs = {**CONFIGS, "TorchCompileConfig": torch_compile(line_1_4)}
     configs = {name: fields if name in OPEN_CONFIGS else _stable_by_default(fields)
                for name, fields in sorted(configs.items())}
-    moved = {**MOVED, **(MOVED_1_4 if line_1_4 else MOVED_BACK_1_3)}
+    moved = {**MOVED, **(MOVED_1_4 if line_1_4 else {})}
     sources = [f"{group}: {src}" for group, src in COMMON_SOURCES.items()]
-    if line_1_4:
-        sources.append(f"llm_args (prefill CUDA graph keys), configs (TorchCompileConfig): {PREFILL_DOC}")
+    sources.append(f"llm_args (prefill CUDA graph keys), configs (TorchCompileConfig): {PREFILL_DOCS}")
     sources += [f"dynamo: {DYNAMO_ARGS}; {DYNAMO_DOC}; {DYNAMO_COMPAT}", f"note: {NOTES[version]}"]
     return {
         "version": version,
         "sources": sources,
-        "llm_args": _stable_by_default(llm_args),
+        "llm_args": _stable_by_default(LLM_ARGS),
         "configs": configs,
         "open_configs": OPEN_CONFIGS,
         "moved": moved,
