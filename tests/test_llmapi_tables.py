@@ -177,6 +177,9 @@ def test_a_typo_gets_a_did_you_mean():
                                 "TensorRT-LLM 1.4.0rc4, not 16"),
     ({"cuda_graph_config": {"batch_sizes": [1, "2"]}},
      "`cuda_graph_config.batch_sizes` must be list[int] or null in TensorRT-LLM 1.4.0rc4, not [1, '2']"),
+    ({"nvfp4_gemm_config": {"allowed_backends": ["cutlass", "tensorrt"]}},
+     "`nvfp4_gemm_config.allowed_backends` must be a list of 'cutlass', 'cublaslt', 'cutedsl', 'cuda_core', "
+     "'marlin' in TensorRT-LLM 1.4.0rc4, not ['cutlass', 'tensorrt']"),
     ({"scheduler_config": {"capacity_scheduler_policy": "max_utilization"}},
      "`scheduler_config.capacity_scheduler_policy` must be one of 'MAX_UTILIZATION', 'GUARANTEED_NO_EVICT', "
      "'STATIC_BATCH' in TensorRT-LLM 1.4.0rc4, not 'max_utilization'"),
@@ -250,12 +253,16 @@ def test_model_yaml_checks_triton_config_and_passes_the_rest_to_llm_args(version
 
 
 def test_open_configs_catch_typos_but_not_fields_the_table_does_not_list():
-    """MoeConfig is known from the golden manifest only (no string fields): an unlisted key
-    passes, a near-miss of a listed one does not."""
+    """KvConnectorConfig is known from the golden manifest only (no string fields but `connector`):
+    an unlisted key passes, a near-miss of a listed one does not."""
     t = table_for("1.3.0rc29")
-    assert t.validate_llm_args({"moe_config": {"load_balancer": "eplb.yaml"}}) == []
-    assert t.validate_llm_args({"moe_config": {"backendd": "CUTLASS"}}) == [
-        "`moe_config.backendd` is not a MoeConfig key in TensorRT-LLM 1.3.0rc29; did you mean `backend`?"]
+    assert t.validate_llm_args({"kv_connector_config": {"connector_module": "my.connector"}}) == []
+    assert t.validate_llm_args({"kv_connector_config": {"connectr": "lmcache"}}) == [
+        "`kv_connector_config.connectr` is not a KvConnectorConfig key in TensorRT-LLM 1.3.0rc29; "
+        "did you mean `connector`?"]
+    assert t.validate_llm_args({"moe_config": {"load_balancer": "eplb.yaml", "backend": "CUTLASS"}}) == []
+    assert t.validate_llm_args({"moe_config": {"num_slots": 8}}) == [
+        "`moe_config.num_slots` is not a MoeConfig key in TensorRT-LLM 1.3.0rc29"]
 
 
 @pytest.mark.parametrize("version", SUPPORTED)

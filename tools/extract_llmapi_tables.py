@@ -409,40 +409,45 @@ CONFIGS: dict[str, dict[str, dict]] = {
         "e2e_request_latency_buckets", "time_to_first_token_buckets", "time_per_output_token_buckets",
         "request_queue_time_buckets", "request_prefill_time_buckets", "request_decode_time_buckets",
         "request_inference_time_buckets")},
-    # Classes read from the golden manifest only (numeric/categorical fields): open, see OPEN_CONFIGS.
     "MoeConfig": {
         "backend": lit(["AUTO", "CUTLASS", "CUTEDSL", "TRTLLM", "DEEPGEMM", "DENSEGEMM", "VANILLA", "TRITON",
                         "MARLIN", "MEGAMOE_DEEPGEMM", "MEGAMOE_CUTEDSL"], "AUTO"),
-        "max_num_tokens": f("int?", None),
-        "disable_finalize_fusion": f("bool", None),
-        "use_low_precision_moe_combine": f("bool", None),
+        "max_num_tokens": f("int?", None, "tokens per fused-MoE call; larger inputs are chunked"),
+        "load_balancer": f("dict|str?", None, "MoeLoadBalancerConfig as a mapping, or a YAML file path"),
+        "disable_finalize_fusion": f("bool", False),
+        "use_low_precision_moe_combine": f("bool", False),
+    },
+    "Nvfp4GemmConfig": {
+        "allowed_backends": f("list[literal]", ["cutlass", "cublaslt", "cuda_core"], "",
+                              choices=["cutlass", "cublaslt", "cutedsl", "cuda_core", "marlin"]),
     },
     "AttentionDpConfig": {
-        "enable_balance": f("bool", None), "timeout_iters": f("int", None), "batching_wait_iters": f("int", None),
-        "enable_kv_cache_aware_routing": f("bool", None),
-        "kv_cache_routing_account_for_in_transfer": f("bool", None),
-        "kv_cache_routing_cold_start_warmup": f("bool", None),
-        "kv_cache_routing_conversation_affinity": f("bool", None),
-        "kv_cache_routing_fair_share_multiplier": f("float", None),
-        "kv_cache_routing_load_balance_weight": f("float", None),
-        "kv_cache_routing_match_rate_threshold": f("float", None),
-        "kv_cache_routing_max_sessions": f("int", None),
-        "kv_cache_routing_new_conv_placement": lit(["round_robin", "least_queued"], None),
+        "enable_balance": f("bool", False), "timeout_iters": f("int", 50), "batching_wait_iters": f("int", 10),
+        "enable_kv_cache_aware_routing": f("bool", False),
+        "kv_cache_routing_load_balance_weight": f("float", 1.0),
+        "kv_cache_routing_match_rate_threshold": f("float", 0.1),
+        "kv_cache_routing_fair_share_multiplier": f("float", 2.0),
+        "kv_cache_routing_cold_start_warmup": f("bool", False),
+        "kv_cache_routing_account_for_in_transfer": f("bool", False),
+        "kv_cache_routing_conversation_affinity": f("bool", False),
+        "kv_cache_routing_max_sessions": f("int", 65536),
+        "kv_cache_routing_new_conv_placement": lit(["round_robin", "least_queued"], "round_robin"),
     },
     "CpConfig": {
-        "cp_type": lit(["ULYSSES", "RING", "HELIX"], None),
-        "tokens_per_block": f("int?", None),
-        "use_nccl_for_alltoall": f("bool?", None),
-        "fifo_version": f("int?", None),
+        "cp_type": f("str", "ULYSSES", "ULYSSES, RING or HELIX"),
+        "tokens_per_block": f("int?", None, "HELIX"),
+        "use_nccl_for_alltoall": f("bool?", None, "HELIX"),
+        "fifo_version": f("int?", None, "HELIX"),
     },
     "MultimodalConfig": {
-        "encoder_cache_max_bytes": f("int", None),
-        "encoder_scheduling_policy": lit(["DISABLED", "DEFAULT", "EAGER"], None),
-        "encoder_side_stream_max_ahead": f("int", None),
-        "video_pruning_rate": f("float?", None),
+        "encoder_cuda_graph": f("dict?", None, "", P),
+        "encoder_side_stream_max_ahead": f("int", 0, "", P),
+        "encoder_cache_max_bytes": f("int|str", 134217728, "bytes, or a string such as '512MB'", P),
+        "encoder_scheduling_policy": lit(["DISABLED", "DEFAULT", "EAGER"], "DEFAULT", "", P),
+        "video_pruning_rate": f("float?", None, "", P),
     },
+    # Known from the golden manifest only (numeric/categorical fields): open, see OPEN_CONFIGS.
     "KvConnectorConfig": {"connector": f("str?", None, "lmcache, lmcache-mp, kvbm, or a module")},
-    "Nvfp4GemmConfig": {"allowed_backends": f("list[str]", None, "cutlass, cublaslt, cutedsl, cuda_core, marlin")},
     "TelemetryConfig": {
         "disabled": f("bool", False),
         "usage_context": lit(["unknown", "llm_class", "cli_serve", "cli_bench", "cli_eval", "disaggregated"],
@@ -452,8 +457,7 @@ CONFIGS: dict[str, dict[str, dict]] = {
 
 # The classes above known only from the golden manifest (which lists no string fields): an
 # unknown key there is only reported when it looks like a typo of a known one.
-OPEN_CONFIGS = ["MoeConfig", "AttentionDpConfig", "CpConfig", "MultimodalConfig", "KvConnectorConfig",
-                "Nvfp4GemmConfig", "TelemetryConfig"]
+OPEN_CONFIGS = ["KvConnectorConfig", "TelemetryConfig"]
 
 # ---------------------------------------------------------------- renames users hit
 
@@ -733,8 +737,8 @@ COMMON_SOURCES = {
                 f"{MANIFEST} (choices); {TORCH_ARGS_DOC}",
     "configs": f"{LLM_ARGS_PY} (KvCacheConfig, SchedulerConfig, CudaGraphConfig, ...); "
                "NVIDIA/TensorRT-LLM@04b4c0306912aa8e772b9f00bc1bbd61e0e9c878:tensorrt_llm/_torch/peft/lora/config.py "
-               f"(LoraConfig); {MANIFEST} (MoeConfig, AttentionDpConfig, CpConfig, MultimodalConfig, "
-               "KvConnectorConfig, Nvfp4GemmConfig, TelemetryConfig: numeric/categorical fields only)",
+               f"(LoraConfig); {MANIFEST} (KvConnectorConfig, TelemetryConfig: numeric/categorical fields "
+               "only)",
     "moved": f"{RENAMES}; {LLM_ARGS_PY} (block_reuse_policy); NVIDIA/TensorRT-LLM@000a01de:"
              "tests/unittest/api_stability/references/llm.yaml (1.0.0rc4: kv_cache_dtype still top level, "
              "cuda_graph_config and disable_overlap_scheduler already there)",

@@ -122,8 +122,9 @@ def _type_ok(value: Any, type_: str, choices: tuple | None) -> bool:
 def _describe(spec: FieldSpec) -> str:
     parts = []
     for t in spec.type.split("|"):
-        if t == "literal":
-            parts.append("one of " + ", ".join(repr(c) for c in spec.choices or ()))
+        if t in ("literal", "list[literal]"):
+            prefix = "one of " if t == "literal" else "a list of "
+            parts.append(prefix + ", ".join(repr(c) for c in spec.choices or ()))
         elif t.startswith("config:"):
             parts.append(f"a mapping ({t[len('config:'):]})")
         else:
