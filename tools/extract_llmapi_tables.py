@@ -447,7 +447,12 @@ CONFIGS: dict[str, dict[str, dict]] = {
         "video_pruning_rate": f("float?", None, "", P),
     },
     # Known from the golden manifest only (numeric/categorical fields): open, see OPEN_CONFIGS.
-    "KvConnectorConfig": {"connector": f("str?", None, "lmcache, lmcache-mp, kvbm, or a module")},
+    "KvConnectorConfig": {   # KvCacheConnectorConfig; its first fields only (LLM_ARGS_PY via the code index)
+        "connector": f("str?", None, "a named preset: lmcache, lmcache-mp, kvbm", P),
+        "connector_module": f("str?", None, "import path of the connector module", P),
+        "connector_scheduler_class": f("str?", None, "", P),
+        "connector_worker_class": f("str?", None, "", P),
+    },
     "TelemetryConfig": {
         "disabled": f("bool", False),
         "usage_context": lit(["unknown", "llm_class", "cli_serve", "cli_bench", "cli_eval", "disaggregated"],
