@@ -42,12 +42,13 @@ def triton_env():
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> list[Path]:
-    """Three tiny real Llamas with different weights (seed 0 is the committed one)."""
+    """Three tiny real Llamas with different weights: the committed, trained one, and two
+    untrained ones of the same shape (seeds 1 and 2)."""
     root = tmp_path_factory.mktemp("hf")
     models = [TINY_HF]
     for seed in (1, 2):
         out = root / f"seed{seed}"
-        subprocess.run([sys.executable, str(MAKE_TINY), "--out", str(out), "--seed", str(seed)],
+        subprocess.run([sys.executable, str(MAKE_TINY), "--out", str(out), "--seed", str(seed), "--steps", "0"],
                        check=True, capture_output=True)
         models.append(out)
     return models
