@@ -42,15 +42,24 @@ def triton_env():
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> list[Path]:
-    """Three tiny real Llamas with different weights (seed 0 is the committed one)."""
+    """Three tiny real Llamas with different weights: the committed, trained one, and two
+    untrained ones of the same shape (seeds 1 and 2)."""
     root = tmp_path_factory.mktemp("hf")
-    models = [TINY_HF]
-    for seed in (1, 2):
-        out = root / f"seed{seed}"
-        subprocess.run([sys.executable, str(MAKE_TINY), "--out", str(out), "--seed", str(seed)],
-                       check=True, capture_output=True)
-        models.append(out)
-    return models
+    return [TINY_HF, *(_untrained_tiny(root, seed) for seed in (1, 2))]
+
+
+@pytest.fixture(scope="session")
+def untrained_tiny(tmp_path_factory) -> Path:
+    """The committed model's shape and starting weights, untrained: its spread-out next-token
+    distributions make every sampling knob (top-k, top-p, temperature, penalties, seeds) visible."""
+    return _untrained_tiny(tmp_path_factory.mktemp("hf-untrained"), 0)
+
+
+def _untrained_tiny(root: Path, seed: int) -> Path:
+    out = root / f"seed{seed}"
+    subprocess.run([sys.executable, str(MAKE_TINY), "--out", str(out), "--seed", str(seed), "--steps", "0"],
+                   check=True, capture_output=True)
+    return out
 
 
 #: A tiny model's checkpoint and engine, the default of Workspace.add_model.

@@ -161,12 +161,12 @@ PROMPT = "What is machine learning?"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_models):
+def built(tmp_path_factory, untrained_tiny):
     from conftest import Workspace
 
     root = tmp_path_factory.mktemp("contract")
     ws = Workspace(root / "ws", root / "cache")
-    ws.add_model("tiny", tiny_models[0], BUILD)
+    ws.add_model("tiny", untrained_tiny, BUILD)
     ws.doit()
     return ws.root / "dist" / "models" / "tiny"
 
