@@ -233,10 +233,9 @@ class Workspace:
             choices = [d for d in dirs if any(t.address.directory == d for t in self.order)]
         else:
             choices = [str(t.address) for t in self.order]
-        close = closest(str(spec), choices)
-        if close is None:
-            return ""
-        return f" (did you mean '{'//' + close if text.startswith('//') else self._from_cwd(close)}'?)"
+        typed = {"//" + c if text.startswith("//") else self._from_cwd(c): c for c in choices}
+        close = closest(text.removeprefix("./"), typed)
+        return f" (did you mean '{close}'?)" if close else ""
 
     def _from_cwd(self, spec: str) -> str:
         """A root-relative spec as typed from `cwd`: `:engine`, `sub:x`, or `//dir:x`."""
