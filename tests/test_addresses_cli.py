@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import llmbuild
-from conftest import MODEL_TOML, TINY_HF
+from conftest import MODEL_TOML, TINY_HF, Workspace
 from llmbuild.core.addresses import Spec, parse_spec
 from llmbuild.core.errors import LLMBuildError
 
@@ -28,8 +28,6 @@ max_seq_len = 48
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    from conftest import Workspace
-
     root = tmp_path_factory.mktemp("addresses")
     workspace = Workspace(root / "ws", root / "cache")
     workspace.add_model("a", TINY_HF, MODEL_TOML.replace('source = "hf"\n', 'source = "hf"\ntags = ["fp8"]\n'))
