@@ -2,14 +2,20 @@
 
     llmbuild plan [--json] [--lane cpu|gpu] [SPEC...]   the steps (lane, program, argv) of each target
     llmbuild render ADDRESS --out DIR [--lane cpu|gpu] the files a repository target would produce
-    llmbuild explain ADDRESS...                         why each would rebuild (or not)
-    llmbuild graph [--format dot|mermaid|png] [SPEC...] the target graph, coloured by the last run
+    llmbuild explain [--lane cpu|gpu] SPEC...           why each would rebuild (or not)
+    llmbuild graph [--format dot|mermaid|png] [--lane cpu|gpu] [SPEC...]
+                                                        the target graph, coloured by the last run
     llmbuild changed --since REV [--build [-- DOIT_ARG...]]
                                                         targets a git change affects; --build
                                                         runs doit on exactly those (CI)
     llmbuild schema [--out FILE]                        JSON Schema of BUILD.toml, for editors
     llmbuild schema --reference [--out FILE]            docs/reference.md: every field, generated
-    llmbuild cache push|pull [SPEC...]                  move entries to / from the remote cache
+    llmbuild cache push|pull [--lane cpu|gpu] [SPEC...] move entries to / from the remote cache
+    llmbuild --version                                  llmbuild's, doit's and Python's versions
+
+SPEC is read as Pants reads it, relative to the current directory: `:engine` (a target here),
+`.` (the targets here), `::` or `./sub::` (at or below), `sub:name`; `//models/x:engine` from the
+workspace root; `tag:fp8` (the targets tagged fp8). No SPEC: every target at or below here.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
+from . import __version__
 from .core.errors import LLMBuildError
 from .core.workspace import Workspace
 from .introspect.changed import build_affected, changed_targets
@@ -52,8 +61,9 @@ def cmd_plan(args) -> int:
     ws = _load(args)
     workspaces = {ws.lane: ws}
     document = plan_document(ws, args.specs, lambda lane: _lane_workspace(args, lane, workspaces))
-    if not document:  # no SPEC given (one matching nothing is an error) and no targets at all
-        print("llmbuild: no targets: no BUILD.toml under the build_roots declares one", file=sys.stderr)
+    if not document:  # no SPEC given (one matching nothing is an error) and no targets here
+        print(f"llmbuild: no targets at or below {ws.cwd}" if ws.cwd else
+              "llmbuild: no targets: no BUILD.toml under the build_roots declares one", file=sys.stderr)
     sys.stdout.write(json.dumps(document, indent=2) + "\n" if args.json else plan_text(document))
     return 0
 
@@ -125,19 +135,36 @@ def cmd_cache(args) -> int:
     return cache_command(_load(args, verify_sources=True), args.action, args.specs)
 
 
+SPECS_HELP = ("SPEC, as Pants reads it from the current directory: :name (a target here), . (the "
+              "targets here), :: or ./sub:: (at or below), sub:name; //dir:name from the workspace "
+              "root; tag:NAME (the targets tagged NAME).")
+
+
+def versions() -> str:
+    return (f"llmbuild {__version__} (doit {version('doit')}, "
+            f"Python {platform.python_version()})")
+
+
+def _lane_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lane", choices=["cpu", "gpu"], help="for this lane instead of the active one")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmbuild",
-        description="Inspect an llmbuild workspace. Build with `doit` (see `doit list`).")
-    parser.add_argument("-C", "--workspace", help="workspace directory (default: found from the cwd)")
+        description="Inspect an llmbuild workspace. Build with `doit` (see `doit list`).", epilog=SPECS_HELP)
+    parser.add_argument("--version", action="version", version=versions())
+    parser.add_argument("-C", "--workspace", help="run as if started in this directory "
+                        "(default: the current one; the workspace is found above it)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     plan = sub.add_parser("plan", help="show each target's steps (lane, program, argv); runs nothing",
                           description="Show the commands each selected target would run, on the "
-                          "active lane or --lane. SPEC: dir:name, dir (its targets), dir:: (below).")
+                          "active lane or --lane. No SPEC: every target at or below the current "
+                          "directory.", epilog=SPECS_HELP)
     plan.add_argument("specs", nargs="*", metavar="SPEC")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
-    plan.add_argument("--lane", choices=["cpu", "gpu"], help="plan for this lane instead of the active one")
+    _lane_option(plan)
     plan.set_defaults(func=cmd_plan)
 
     render = sub.add_parser("render", help="write the files a repository target would produce, "
@@ -147,21 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
                             "tokenizer are not copied (nothing is built).")
     render.add_argument("address", metavar="ADDRESS")
     render.add_argument("--out", required=True, help="directory to write (must be empty or absent)")
-    render.add_argument("--lane", choices=["cpu", "gpu"], help="render for this lane")
+    _lane_option(render)
     render.set_defaults(func=cmd_render)
 
     why = sub.add_parser("explain", help="why a target would rebuild now (or that it would not)",
                          description="Compare each selected target's key inputs now with the last "
                          "key committed for it (the one dist/ links): parameters, argv flags, source "
                          "files, dependency outputs, toolchain. Says 'up to date' or 'restorable "
-                         "from cache' when nothing would build.")
-    why.add_argument("specs", nargs="+", metavar="ADDRESS")
+                         "from cache' when nothing would build.", epilog=SPECS_HELP)
+    why.add_argument("specs", nargs="+", metavar="SPEC")
+    _lane_option(why)
     why.set_defaults(func=cmd_explain)
 
     graph = sub.add_parser("graph", help="the target graph as DOT, Mermaid or PNG, coloured by the last run",
                            description="Draw the selected targets and their dependencies, grouped by "
-                           "directory, coloured by their outcome in dist/run.json.")
+                           "directory, coloured by their outcome in dist/run.json.", epilog=SPECS_HELP)
     graph.add_argument("specs", nargs="*", metavar="SPEC")
+    _lane_option(graph)
     graph.add_argument("--format", choices=["dot", "mermaid", "png"], default="dot")
     graph.add_argument("--out", help="file to write (default: stdout; llmbuild-graph.png for png)")
     graph.set_defaults(func=cmd_graph)
@@ -184,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "nothing to build' and exit 0 without running doit")
     mode.add_argument("--json", action="store_true", help="addresses with reasons, as JSON")
     changed.add_argument("-q", "--quiet", action="store_true", help="addresses only")
-    changed.add_argument("--lane", choices=["cpu", "gpu"], help="for this lane instead of the active one")
+    _lane_option(changed)
     changed.add_argument("doit_args", nargs="*", metavar="DOIT_ARG",
                          help="with --build: options for `doit run`, after `--` (e.g. -- -n 2)")
     changed.set_defaults(func=cmd_changed)
@@ -201,9 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Move the entries of the selected targets, and of what they depend "
                            "on, between the local cache and remote_cache (S3). push: those built here that "
                            "the remote lacks; pull: those the remote has, every file verified. Exit status "
-                           "1 when some target could not be moved.")
+                           "1 when some target could not be moved.", epilog=SPECS_HELP)
     cache.add_argument("action", choices=["push", "pull"])
     cache.add_argument("specs", nargs="*", metavar="SPEC")
+    _lane_option(cache)
     cache.set_defaults(func=cmd_cache)
     return parser
 

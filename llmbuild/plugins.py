@@ -119,7 +119,7 @@ class DefaultPlugins:
 
 
 def load_workspace(start: Path | None = None, environ: Mapping[str, str] | None = None, *,
-                   verify_sources: bool = True) -> Workspace:
+                   verify_sources: bool = True, cwd: Path | None = None) -> Workspace:
     """A workspace loaded with llmbuild's own plugins (what `doit` and `llmbuild` use)."""
     return Workspace.load(start, dict(environ) if environ is not None else None, plugins=DefaultPlugins(),
-                          verify_sources=verify_sources)
+                          verify_sources=verify_sources, cwd=cwd)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import LLMBuildError
@@ -52,15 +54,22 @@ def parse_address(text: str, relative_to: str | None = None) -> Address:
     return Address(_clean_dir(directory), check_name(name))
 
 
+TAG_PREFIX = "tag:"
+
+
 @dataclass(frozen=True)
 class Spec:
-    """A command-line selection: `dir:name`, `dir` (its targets) or `dir::` (below)."""
+    """A command-line selection: `dir:name`, `dir` (its targets), `dir::` (below) or
+    `tag:<name>` (the targets carrying that tag), `dir` relative to the workspace root."""
 
     directory: str
     name: str | None = None
     recursive: bool = False
+    tag: str | None = None
 
-    def matches(self, address: Address) -> bool:
+    def matches(self, address: Address, tags: Iterable[str] = ()) -> bool:
+        if self.tag is not None:
+            return self.tag in tags
         if self.recursive:
             return (not self.directory or address.directory == self.directory
                     or address.directory.startswith(self.directory + "/"))
@@ -68,14 +77,42 @@ class Spec:
             return False
         return self.name is None or self.name == address.name
 
+    def __str__(self) -> str:
+        """The spec written from the workspace root (doit's task names are these)."""
+        if self.tag is not None:
+            return TAG_PREFIX + self.tag
+        if self.recursive:
+            return f"{self.directory}/::" if self.directory else "::"
+        return f"{self.directory}:{self.name}" if self.name else self.directory
 
-def parse_spec(text: str) -> Spec:
+
+def parse_spec(text: str, cwd: str = "") -> Spec:
+    """A command-line spec, as Pants reads one run from `cwd` (a directory relative to the
+    workspace root): paths are relative to `cwd` (`:engine`, `.`, `./sub::`, `sub:name`,
+    `../x`), `//` anchors them at the root (`//models/x:engine`), and `dir:` or `:` alone
+    selects a directory's targets. `tag:<name>` selects by tag."""
     text = text.strip()
-    if text.startswith("//"):
-        text = text[2:]
+    if text.startswith(TAG_PREFIX):
+        if text == TAG_PREFIX:
+            raise LLMBuildError(f"'{text}': name a tag, e.g. tag:fp8")
+        return Spec("", tag=text[len(TAG_PREFIX):])
     if text.endswith("::"):
-        return Spec(_clean_dir(text[:-2]), recursive=True)
+        return Spec(_spec_dir(text[:-2], text, cwd), recursive=True)
     if ":" in text:
-        address = parse_address(text)
-        return Spec(address.directory, address.name)
-    return Spec(_clean_dir(text))
+        path, name = text.rsplit(":", 1)
+        return Spec(_spec_dir(path, text, cwd), check_name(name) if name else None)
+    return Spec(_spec_dir(text, text, cwd))
+
+
+def _spec_dir(path: str, text: str, cwd: str) -> str:
+    if path.startswith("//"):
+        path = path[2:]
+    elif path.startswith("/"):
+        raise LLMBuildError(f"'{text}': write a path relative to the current directory, "
+                            "or from the workspace root as //dir")
+    else:
+        path = f"{cwd}/{path}"
+    normal = posixpath.normpath(path or ".").strip("/")
+    if normal == ".." or normal.startswith("../"):
+        raise LLMBuildError(f"'{text}' is outside the workspace")
+    return "" if normal == "." else normal

@@ -69,7 +69,8 @@ class TargetFields(BaseModel):
     model_config = STRICT
 
     description: str = Field("", description="What this target is for; shown by `doit list`.")
-    tags: list[str] = Field(default_factory=list, description="Free-form labels.")
+    tags: list[str] = Field(default_factory=list, description="Labels: `tag:<name>` on the command "
+                            "line selects the targets carrying one (`doit tag:fp8`, `llmbuild plan tag:fp8`).")
     lanes: list[Lane] = Field(
         default_factory=lambda: ["cpu", "gpu"],
         description="Lanes this target builds on; on any other lane it is reported `skipped`.")

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from . import buildfiles
-from .addresses import Address, parse_spec
+from .addresses import TAG_PREFIX, Address, Spec, parse_spec
 from .cache import Cache
 from .digests import DigestCache, digest_of_listing
-from .errors import LLMBuildError
+from .errors import LLMBuildError, closest, did_you_mean
 from .graph import resolve_references, topological_order
 from .context import KindContext
 from .keys import KeyDocument
@@ -47,6 +47,7 @@ class Workspace:
         self._executors: dict[Address, Executor] = {}
         self.warnings: list[str] = []  # from checks where the real tools only warn
         self.verify_sources = True  # False: plan/render on a machine without the sources
+        self.cwd = ""  # where the command runs, relative to the root: specs are read from here
         self._keys: dict[Address, tuple[str, KeyDocument]] = {}
         self._source_files: dict[Address, dict[str, dict[str, str]]] = {}
         self._input_digests: dict[Address, str] = {}
@@ -54,10 +55,16 @@ class Workspace:
 
     @classmethod
     def load(cls, start: Path | None = None, environ: dict[str, str] | None = None, *,
-             plugins: Plugins, verify_sources: bool = True) -> Workspace:
-        """verify_sources=False (plan, render): sources need not exist on this machine."""
-        root = find_workspace_root((start or Path.cwd()).resolve())
+             plugins: Plugins, verify_sources: bool = True, cwd: Path | None = None) -> Workspace:
+        """verify_sources=False (plan, render): sources need not exist on this machine.
+        `cwd` (default: `start`): the directory command-line specs are relative to; outside
+        the workspace, its root."""
+        start = (start or Path.cwd()).resolve()
+        root = find_workspace_root(start)
         ws = cls(root, load_settings(root, environ, plugins.subsystems), plugins)
+        here = (cwd or start).resolve()
+        if here.is_relative_to(ws.root) and here != ws.root:
+            ws.cwd = here.relative_to(ws.root).as_posix()
         ws._load_targets(verify_sources)
         return ws
 
@@ -191,16 +198,57 @@ class Workspace:
     # -- selection ---------------------------------------------------------------------------
 
     def select(self, specs: list[str]) -> list[Target]:
+        """The targets command-line specs name, read from `cwd` as Pants reads them
+        (`parse_spec`); no spec: every target at or below `cwd`."""
         if not specs:
-            return list(self.order)
+            below = Spec(self.cwd, recursive=True)
+            return [t for t in self.order if below.matches(t.address)]
         chosen: list[Target] = []
         for text in specs:
-            spec = parse_spec(text)
-            matched = [t for t in self.order if spec.matches(t.address)]
+            spec = parse_spec(text, self.cwd)
+            matched = [t for t in self.order if spec.matches(t.address, t.fields.tags)]
             if not matched:
-                raise LLMBuildError(f"no target matches '{text}'")
+                where = f" from {self.cwd}" if self.cwd and not text.startswith(("//", TAG_PREFIX)) else ""
+                raise LLMBuildError(f"no target matches '{text}'{where}{self._suggestion(text, spec)}")
             chosen.extend(t for t in matched if t not in chosen)
         return chosen
+
+    def _suggestion(self, text: str, spec: Spec) -> str:
+        """' (did you mean X?)': the same spec from the root when it matches there, else the
+        closest tag, address or directory, written as it can be typed from `cwd`."""
+        if spec.tag is not None:
+            tags = {TAG_PREFIX + tag for t in self.order for tag in t.fields.tags}
+            return did_you_mean(text, tags) if tags else "; no target has a tag"
+        if self.cwd and not text.startswith("//"):
+            try:
+                rooted = parse_spec(text)
+            except LLMBuildError:  # e.g. '../x' from the root
+                rooted = None
+            if rooted and any(rooted.matches(t.address) for t in self.order):
+                return f" (did you mean '//{text.removeprefix('./')}'?)"
+        dirs = {d for t in self.order for d in _with_parents(t.address.directory)}
+        if spec.recursive:
+            choices = [str(Spec(d, recursive=True)) for d in dirs]
+        elif spec.name is None:
+            choices = [d for d in dirs if any(t.address.directory == d for t in self.order)]
+        else:
+            choices = [str(t.address) for t in self.order]
+        typed = {"//" + c if text.startswith("//") else self._from_cwd(c): c for c in choices}
+        close = closest(text.removeprefix("./"), typed)
+        return f" (did you mean '{close}'?)" if close else ""
+
+    def _from_cwd(self, spec: str) -> str:
+        """A root-relative spec as typed from `cwd`: `:engine`, `sub:x`, or `//dir:x`."""
+        if not self.cwd:
+            return spec
+        directory, sep, rest = spec.partition(":")
+        if directory.endswith("/"):  # "dir/::"
+            directory, sep, rest = directory[:-1], "", "::"
+        if directory == self.cwd:
+            return (sep + rest) or "."
+        if directory.startswith(self.cwd + "/"):
+            return directory[len(self.cwd) + 1:] + sep + rest
+        return "//" + spec
 
     def target(self, address: str) -> Target:
         selected = self.select([address])
@@ -285,3 +333,9 @@ class Workspace:
             if out is not None:
                 mapping[PathArg("dep", field)] = self.cache.out(self.key(dep)[0])
         return mapping
+
+
+def _with_parents(directory: str) -> list[str]:
+    """'a/b' -> ['a/b', 'a']: the directories a spec may name to reach a target in `directory`."""
+    parts = directory.split("/") if directory else []
+    return ["/".join(parts[:n]) for n in range(len(parts), 0, -1)]

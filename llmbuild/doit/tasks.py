@@ -7,6 +7,7 @@ from pathlib import Path
 
 from doit.exceptions import InvalidDodoFile, TaskFailed
 
+from ..core.addresses import TAG_PREFIX
 from ..core.build import bring_up_to_date, unlink_dist
 from ..core.errors import LLMBuildError
 from ..core.settings import find_workspace_root, load_settings, resolve_dir
@@ -24,7 +25,8 @@ def doit_config() -> dict:
     dist.mkdir(parents=True, exist_ok=True)
     # continue: an hour-long engine build elsewhere should not stop because one target failed;
     # dependents of a failed target are not run (reported skipped).
-    # default_tasks: plain `doit` is the "::" group (every target); doit forget needs it set.
+    # default_tasks: plain `doit` is "::": every target at or below where doit was started
+    # (specs.py reads it from there); doit forget needs it set.
     return {"reporter": RunReporter, "backend": "sqlite3", "continue": True, "default_tasks": ["::"],
             "dep_file": str(dist / ".doit.sqlite3"), "verbosity": 1}
 
@@ -104,8 +106,16 @@ def task_llmbuild():
         parts = directory.split("/") if directory else []
         for depth in range(len(parts) + 1):
             groups.setdefault("/".join(parts[:depth] + [""]) + "::" if depth else "::", []).append(name)
+        for tag in target.fields.tags:
+            groups.setdefault(f"{TAG_PREFIX}{tag}", []).append(name)
     groups.pop("", None)  # root-level targets: "::" already selects everything
     groups.setdefault("::", [])
     for group, members in groups.items():
-        yield {"basename": group, "doc": f"every target {'below' if group.endswith('::') else 'in'} "
-               f"{group.removesuffix('::').rstrip('/') or 'the workspace'}", "actions": None, "task_dep": members}
+        yield {"basename": group, "doc": _group_doc(group), "actions": None, "task_dep": members}
+
+
+def _group_doc(group: str) -> str:
+    if group.startswith(TAG_PREFIX):
+        return f"every target tagged {group.removeprefix(TAG_PREFIX)}"
+    return (f"every target {'below' if group.endswith('::') else 'in'} "
+            f"{group.removesuffix('::').rstrip('/') or 'the workspace'}")
