@@ -82,14 +82,14 @@ class ToolchainSettings(BaseModel):
         default_factory=list, description="Environment variables that are secrets, as names or shell "
         "globs (e.g. 'MY_*_KEY'), added to the built-in ones: " + ", ".join(DEFAULT_SECRET_ENV) + ". Tools "
         "get them from llmbuild's environment by name; their values never enter keys, manifests, logs, "
-        "error messages, run.json or plan output (replaced by '<NAME redacted>'). "
-        "LLMBUILD_SECRET_ENV: comma-separated.")
+        "error messages, run.json or plan output (replaced by '<NAME redacted>'). In the environment: "
+        "comma-separated.")
     timeouts: dict[str, str] = Field(
         default_factory=dict, description="How long a target's tools may run, by kind, e.g. "
         "{ engine = \"2h\", smoke = \"10m\" } (s, m, h, d; 'none': no limit), over the defaults "
         + ", ".join(f"{kind} {limit}" for kind, limit in DEFAULT_TIMEOUTS.items()) + ". A tool still "
         "running then is stopped with its process group (or its container), its log kept; only that "
-        "target fails. A smoke's limit bounds its server's start. LLMBUILD_TIMEOUTS: 'engine=2h,smoke=10m'.")
+        "target fails. A smoke's limit bounds its server's start. In the environment: 'engine=2h,smoke=10m'.")
     host: HostSettings = Field(
         default_factory=HostSettings,
         description="[tool.llmbuild.host]: how this host runs TensorRT-LLM on the GPU lane, and what it offers.")
