@@ -9,6 +9,7 @@ than the disk holds, the others write a small checkpoint or engine.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -159,3 +160,24 @@ def test_a_full_disk_fails_the_build_cleanly_and_keeps_committed_entries(make_wo
     (other.add_model("small", TINY_HF) / "hf" / "which.txt").write_text("small")
     again = other.doit("models/small:engine", env=env)
     assert set(again.outcomes.values()) == {"restored"}
+
+
+def test_a_full_disk_is_recognised_from_llmbuilds_own_write_or_the_tools_log(tmp_path):
+    from llmbuild.core.disk import disk_full
+    from llmbuild.core.errors import BuildFailed
+
+    log = tmp_path / "log.txt"
+    log.write_text("converting\n")
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as own:
+            raise BuildFailed("the step's log could not be written") from own
+    except BuildFailed as err:
+        wrapped = err
+    said = disk_full(wrapped, tmp_path, log)
+    assert re.fullmatch(rf"the disk holding {re.escape(str(tmp_path))} is full \(\S+ \S+ free of \S+ \S+\)", said)
+    assert disk_full(BuildFailed("trtllm-build exited with status 1"), tmp_path, log) is None
+    log.write_text("converting\nOSError: [Errno 28] No space left on device\n")
+    assert disk_full(BuildFailed("trtllm-build exited with status 1"), tmp_path, log).startswith(
+        f"the disk holding {tmp_path} is full (")
