@@ -181,3 +181,19 @@ def test_a_full_disk_is_recognised_from_llmbuilds_own_write_or_the_tools_log(tmp
     log.write_text("converting\nOSError: [Errno 28] No space left on device\n")
     assert disk_full(BuildFailed("trtllm-build exited with status 1"), tmp_path, log).startswith(
         f"the disk holding {tmp_path} is full (")
+
+
+def test_a_smoke_whose_server_is_not_ready_within_its_timeout_fails_alone(make_workspace):
+    from test_failures import PIPELINE
+
+    ws = make_workspace()
+    ws.add_model("tiny", TINY_HF, PIPELINE)
+    run = ws.doit(env=ws.env(LLMBUILD_TIMEOUTS="smoke=1s"), check=False)
+    assert run.returncode != 0
+    assert run.outcomes == {"models/tiny:checkpoint": "built", "models/tiny:engine": "built",
+                            "models/tiny:repository": "built", "models/tiny:smoke": "failed"}
+    assert re.search(r"models/tiny:smoke failed: TritonStartError: tritonserver not ready after 1 s \(", run.stdout)
+    # The server is gone: no process serves anything from this cache.
+    serving = [cmdline for cmdline in (p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline")
+                                       if p.exists()) if str(ws.cache).encode() in cmdline]
+    assert serving == []

@@ -25,7 +25,7 @@ class BaseToolchain:
                  serve_timeout: float | None = None):
         self.trtllm_version = trtllm_version
         self.secret_env = secret_env  # names and globs: tools get what matches, by name (HF_TOKEN, ...)
-        self.serve_timeout = serve_timeout  # seconds a server may take to be ready (a smoke's limit)
+        self.serve_timeout = serve_timeout  # a smoke's limit: its server's start, each request
         self.host = host
         self.tensorrt_version = tensorrt_version or host.tensorrt_version
         self.gpu_arch = host.gpu_arch

@@ -89,7 +89,7 @@ class ToolchainSettings(BaseModel):
         "{ engine = \"2h\", smoke = \"10m\" } (s, m, h, d; 'none': no limit), over the defaults "
         + ", ".join(f"{kind} {limit}" for kind, limit in DEFAULT_TIMEOUTS.items()) + ". A tool still "
         "running then is stopped with its process group (or its container), its log kept; only that "
-        "target fails. A smoke's limit bounds its server's start. In the environment: 'engine=2h,smoke=10m'.")
+        "target fails. A smoke's limit bounds its server's start and each request. In the environment: 'engine=2h,smoke=10m'.")
     host: HostSettings = Field(
         default_factory=HostSettings,
         description="[tool.llmbuild.host]: how this host runs TensorRT-LLM on the GPU lane, and what it offers.")
