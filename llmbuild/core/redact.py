@@ -32,10 +32,6 @@ def use_patterns(extra: Iterable[str]) -> None:
     _patterns = tuple(dict.fromkeys((*DEFAULT_SECRET_ENV, *extra)))
 
 
-def patterns() -> tuple[str, ...]:
-    return _patterns
-
-
 def secret_names(given: Iterable[str] | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
     """The variables of `environ` (default: ours) whose names match `given` (default: the patterns)."""
     environ = os.environ if environ is None else environ
@@ -44,13 +40,14 @@ def secret_names(given: Iterable[str] | None = None, environ: Mapping[str, str] 
 
 
 class Redactor:
-    """The secret values of an environment, replaced in text and in bytes (longest first, so a
-    value containing another is replaced whole)."""
+    """The values of the variables of an environment (default: ours) whose names match the
+    patterns (default: this process's), replaced in text and in bytes (longest first, so a value
+    containing another is replaced whole)."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None):
+    def __init__(self, given: Iterable[str] | None = None, environ: Mapping[str, str] | None = None):
         environ = os.environ if environ is None else environ
         found: dict[str, str] = {}
-        for name in secret_names(environ=environ):
+        for name in secret_names(given, environ):
             value = environ[name]
             if len(value) >= MIN_SECRET_LENGTH:
                 for form in (value, quote(value, safe="")):  # as given, and inside a URL

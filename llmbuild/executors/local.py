@@ -43,7 +43,8 @@ class LocalExecutor:
 
     def run(self, invocation: Invocation, *, log_path: Path, label: str) -> None:
         run_logged(self.argv(invocation), cwd=invocation.work, log_path=log_path,
-                   env=self.environment(invocation), label=label, timeout=self.timeout)
+                   env=self.environment(invocation), label=label, timeout=self.timeout,
+                   redactor=Redactor(invocation.secret_env))  # the invocation's: on a Ray node too
 
     def describe(self, invocation: Invocation) -> dict[str, Any]:
         return {"executor": self.name, "program": self.program(invocation), "argv": self.argv(invocation),
@@ -54,11 +55,10 @@ class LocalExecutor:
 
 
 def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str],
-               label: str, timeout: float | None = None) -> None:
+               label: str, redactor: Redactor, timeout: float | None = None) -> None:
     """Run argv; stream its output to stderr (prefixed by label) and to log_path, secrets redacted.
     Past `timeout` seconds its process group (the tool and every child it started) is killed."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    redactor = Redactor()
     what = Path(argv[0]).name if len(argv) == 1 else " ".join(argv[:3])
     with open(log_path, "ab") as log:
         log.write(redactor.bytes(("$ " + " ".join(argv) + "\n").encode()))
