@@ -30,6 +30,7 @@ from pathlib import Path
 
 from . import __version__
 from .core.errors import LLMBuildError
+from .core.redact import RedactingStream
 from .core.workspace import Workspace
 from .introspect.changed import build_affected, changed_targets
 from .introspect.explain import explain
@@ -240,8 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = map(RedactingStream, streams)  # no secret's value is ever printed
     try:
         return args.func(args)
     except LLMBuildError as err:
         print(f"llmbuild: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        sys.stdout, sys.stderr = streams

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .core.errors import LLMBuildError, did_you_mean
 from .core.protocols import Builder, Executor, RemoteCache, Subsystem, Toolchain
+from .core.redact import DEFAULT_SECRET_ENV, use_patterns
 from .core.settings import resolve_dir
 from .core.target import KINDS, Kind, Target
 from .core.workspace import Workspace
@@ -72,7 +74,8 @@ class DefaultPlugins:
         cache_key = (ws.lane, version, tensorrt, options.model_dump_json())
         if cache_key not in self._toolchains:
             common = {"trtllm_version": version, "host": options.host, "pool": gpu_pool(options),
-                      "tensorrt_version": tensorrt}
+                      "tensorrt_version": tensorrt, "secret_env": (*DEFAULT_SECRET_ENV, *options.secret_env),
+                      "serve_timeout": options.timeout("smoke")}
             if ws.lane == "cpu":
                 toolchains_dir = (resolve_dir(ws.root, options.toolchains_dir) if options.toolchains_dir
                                   else ws.cache.root / "toolchains")
@@ -83,8 +86,9 @@ class DefaultPlugins:
 
     def executor_for(self, ws: Workspace, target: Target) -> Executor:
         container = target.deps.get(CONTAINER_FIELD)
+        timeout = self.options(ws).timeout(target.kind.name)
         if container is None:
-            return LocalExecutor()
+            return LocalExecutor(timeout)
 
         def image(built: bool) -> str:
             """The image ID once the container target is built; its key tag before that."""
@@ -94,7 +98,7 @@ class DefaultPlugins:
                 return json.loads(out.read_text())["image_id"]
             return image_tag(key)
 
-        return DockerExecutor(image, str(container.address))
+        return DockerExecutor(image, str(container.address), timeout)
 
     def remote_cache(self, ws: Workspace) -> RemoteCache | None:
         """An S3 remote cache when `remote_cache` names one and its mode is not off (boto3 is
@@ -121,5 +125,12 @@ class DefaultPlugins:
 def load_workspace(start: Path | None = None, environ: Mapping[str, str] | None = None, *,
                    verify_sources: bool = True, cwd: Path | None = None) -> Workspace:
     """A workspace loaded with llmbuild's own plugins (what `doit` and `llmbuild` use)."""
-    return Workspace.load(start, dict(environ) if environ is not None else None, plugins=DefaultPlugins(),
-                          verify_sources=verify_sources, cwd=cwd)
+    ws = Workspace.load(start, dict(environ) if environ is not None else None, plugins=DefaultPlugins(),
+                        verify_sources=verify_sources, cwd=cwd)
+    options = DefaultPlugins.options(ws)
+    use_patterns(options.secret_env)
+    for kind in options.timeouts:
+        if kind not in ws.plugins.kinds:
+            raise LLMBuildError(f"no kind {kind!r}{did_you_mean(kind, ws.plugins.kinds)}", file="pyproject.toml",
+                                target="[tool.llmbuild]", key=f"timeouts.{kind}")
+    return ws

@@ -141,11 +141,14 @@ def test_missing_mount_source_and_missing_image_are_clear(docker_client, busybox
 
 def test_timeout_kills_and_removes(docker_client, busybox_image, tmp_path):
     start = time.monotonic()
-    with pytest.raises(BuildFailed, match=r"timed out after 1 s"):
-        run_in_container(sh(busybox_image, "echo started; exec /bin/busybox sleep 60"),
+    with pytest.raises(BuildFailed, match=r"stopped after the timeout of 1 s and removed; log: .*t\.log"):
+        run_in_container(sh(busybox_image, "echo started; /bin/busybox sleep 60 & exec /bin/busybox sleep 60"),
                          log_path=tmp_path / "t.log", label="slow", timeout=1)
     assert time.monotonic() - start < 20
     assert containers_of(docker_client, os.getpid()) == []
+    # The log is kept: what the tool said, then why it stopped.
+    assert output_lines(tmp_path / "t.log")[0] == "started"
+    assert "was stopped after the timeout of 1 s" in output_lines(tmp_path / "t.log")[-1]
 
 
 def test_running_container_for_servers(docker_client, busybox_image, tmp_path):

@@ -40,30 +40,34 @@ RECORDER = textwrap.dedent('''\
     ''')
 
 
+def host_workspace(ws, tmp_path: Path, program: str, settings: str = "", **env: str):
+    """Make `ws` a GPU-lane workspace whose host 'has TensorRT-LLM': `program` (a script) stands in
+    for convert_checkpoint.py (under a fake `trtllm_root`) and trtllm-build (on PATH). Returns the
+    environment to run it with and the converter's path."""
+    root = tmp_path / "trtllm"
+    bin_dir = tmp_path / "bin"
+    converter = root / "examples" / "llama" / "convert_checkpoint.py"
+    for path in (converter, bin_dir / "trtllm-build"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(program)
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    ws.write_pyproject(extra=f'gpus = 2\n{settings}\n[tool.llmbuild.host]\npython = "{sys.executable}"\n'
+                             f'trtllm_root = "{root}"\n')
+    text = (ws.root / "pyproject.toml").read_text().replace('lane = "cpu"\n', 'lane = "gpu"\n', 1)
+    (ws.root / "pyproject.toml").write_text(text)
+    environment = ws.env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **env)
+    environment.pop("CUDA_VISIBLE_DEVICES", None)  # what a step sees comes from its GPU slots only
+    return environment, converter
+
+
 @pytest.fixture
 def gpu_host(make_workspace, tmp_path):
     """A GPU-lane workspace whose host 'has TensorRT-LLM': recording stand-ins for its programs."""
     ws = make_workspace()
-    root = tmp_path / "trtllm"
-    bin_dir = tmp_path / "bin"
-    converter = root / "examples" / "llama" / "convert_checkpoint.py"
     record = tmp_path / "record.jsonl"
-    for path in (converter, bin_dir / "trtllm-build"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(RECORDER.format(python=sys.executable, record=str(record)))
-        path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    ws.write_pyproject(extra=textwrap.dedent(f"""\
-        lane = "gpu"
-        gpus = 2
-        [tool.llmbuild.host]
-        python = "{sys.executable}"
-        trtllm_root = "{root}"
-        """).replace('lane = "cpu"\n', ""))
-    text = (ws.root / "pyproject.toml").read_text().replace('lane = "cpu"\n', "", 1)
-    (ws.root / "pyproject.toml").write_text(text)
+    env, converter = host_workspace(ws, tmp_path, RECORDER.format(python=sys.executable, record=str(record)),
+                                    HF_TOKEN="hf_secret_marker_123")
     ws.add_model("m", TINY_HF)
-    env = ws.env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", HF_TOKEN="hf_secret_marker_123")
-    env.pop("CUDA_VISIBLE_DEVICES", None)  # what a step sees comes from its GPU slots only
     return ws, env, record, converter
 
 

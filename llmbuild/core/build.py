@@ -4,6 +4,7 @@ one), or build, commit, publish and link it."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 import time
@@ -18,9 +19,11 @@ from .. import __version__
 from .cache import LOG, OUT, Staging
 from .context import KindContext
 from .digests import digest_of_listing
+from .disk import disk_full
 from .errors import BuildFailed, LLMBuildError
 from .keys import KeyDocument
 from .protocols import Builder, Executor, RemoteCache, Server
+from .redact import redact
 from .slots import SlotPool
 from .steps import PathArg, Plan, Step
 from .target import Target
@@ -281,13 +284,18 @@ def _run(ws: Workspace, target: Target, plan: Plan, key: str, document: KeyDocum
     except (Exception, KeyboardInterrupt) as err:
         reason = ("interrupted" if isinstance(err, KeyboardInterrupt) else
                   str(err) if isinstance(err, LLMBuildError) else f"{type(err).__name__}: {err}")
+        full = disk_full(err, ws.cache.root, staging.log)
+        if full:  # what the attempt wrote goes first: the log line below, and other builds, need the room
+            shutil.rmtree(staging.out, ignore_errors=True)
+            reason = f"{full}: {reason}"
         _log_failure(staging.log, target, err, reason)
         failed = ws.cache.keep_failed(staging)
         if isinstance(err, KeyboardInterrupt):
             raise
         reason = reason.replace(str(staging.path), str(failed))  # paths in the attempt: where it is kept
+        kept = "removed to free the disk" if full else failed / OUT
         raise BuildFailed(f"{target.address} failed: {reason}; log: {failed / LOG}; "
-                          f"output so far: {failed / OUT}", log=failed / LOG,
+                          f"output so far: {kept}", log=failed / LOG,
                           started=started, gpus=gpus) from err
     outputs = ws.digests.tree_files(staging.out)
     ws.cache.commit(staging, {
@@ -308,8 +316,12 @@ def _run(ws: Workspace, target: Target, plan: Plan, key: str, document: KeyDocum
 
 def _log_failure(log: Path, target: Target, err: BaseException, reason: str) -> None:
     """End the attempt's log with why it failed, so the log a failure names exists for every kind
-    (a traceback too when the failure is not one llmbuild explains)."""
-    with open(log, "a") as handle:
-        if not isinstance(err, (LLMBuildError, KeyboardInterrupt)):
-            handle.write("".join(traceback.format_exception(err)))
-        handle.write(f"llmbuild: {target.address} failed: {reason}\n")
+    (a traceback too when the failure is not one llmbuild explains). A disk too full for even
+    that leaves the log as the tool left it."""
+    try:
+        with open(log, "a") as handle:
+            if not isinstance(err, (LLMBuildError, KeyboardInterrupt)):
+                handle.write(redact("".join(traceback.format_exception(err))))
+            handle.write(redact(f"llmbuild: {target.address} failed: {reason}\n"))
+    except OSError:
+        pass

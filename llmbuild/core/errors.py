@@ -6,9 +6,12 @@ import difflib
 from collections.abc import Iterable
 from pathlib import Path
 
+from .redact import redact
+
 
 class LLMBuildError(Exception):
-    """A problem in the user's input or environment: shown without a traceback."""
+    """A problem in the user's input or environment: shown without a traceback, and without
+    the value of any secret variable (a tool's message may quote its environment)."""
 
     def __init__(self, message: str, *, file: str | None = None,
                  target: str | None = None, key: str | None = None):
@@ -27,7 +30,7 @@ class LLMBuildError(Exception):
         if self.key:
             where.append(self.key)
         prefix = ": ".join(where)
-        return f"{prefix}: {self.message}" if prefix else self.message
+        return redact(f"{prefix}: {self.message}" if prefix else self.message)
 
 
 class BuildFailed(LLMBuildError):

@@ -111,6 +111,7 @@ class Toolchain(Protocol):
     gpus_offered: int  # the host's pool of GPUs steps take theirs from (0: demand not managed)
     gpus_origin: str  # where that number comes from, for messages
     gpu_memory_gib: float | None
+    serve_timeout: float | None  # seconds its server may take to be ready, and a request (None: its own)
 
     @property
     def identity(self) -> dict[str, Any]: ...

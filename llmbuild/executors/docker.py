@@ -35,6 +35,7 @@ from typing import Any
 
 from ..core.errors import BuildFailed, LLMBuildError
 from ..core.protocols import Invocation
+from ..core.redact import Redactor, secret_names
 from ..core.steps import PathArg
 
 OWNER_LABEL = "llmbuild.owner"
@@ -614,18 +615,22 @@ def run_in_container(run: ContainerRun, *, log_path: Path, label: str,
                 if timer is not None:
                     timer.cancel()
     if timed_out.is_set():
-        raise BuildFailed(f"{_describe(run)} timed out after {timeout:g} s and was killed; "
-                          f"log: {log_path}")
+        message = f"{_describe(run)} was stopped after the timeout of {timeout:g} s and removed"
+        with open(log_path, "ab") as log:
+            log.write(f"llmbuild: {message}\n".encode())
+        raise BuildFailed(f"{message}; log: {log_path}")
     if status != 0:
         raise BuildFailed(f"{_describe(run)} exited with status {status}; log: {log_path}")
 
 
 def _stream(container, log, label: str) -> None:
-    """Copy the container's output, line by line, to log and to stderr."""
+    """Copy the container's output, line by line, to log and to stderr, secrets redacted."""
     prefix = f"[{label}] "
     pending = b""
+    redactor = Redactor()
 
     def emit(line: bytes) -> None:
+        line = redactor.bytes(line)
         log.write(line)
         log.flush()
         text = line.decode(errors="replace")
@@ -660,7 +665,7 @@ def running_container(run: ContainerRun, *, log_path: Path, label: str) -> Itera
             except Exception as e:  # the daemon went away: keep what we know
                 output = f"(could not read the container's logs: {e})\n".encode()
             with open(log_path, "ab") as log:
-                log.write(output)
+                log.write(Redactor().bytes(output))
 
 
 # --------------------------------------------------------------------------- executor
@@ -691,14 +696,15 @@ class DockerExecutor:
 
     name = "docker"
 
-    def __init__(self, image: Callable[[bool], str], container: str):
+    def __init__(self, image: Callable[[bool], str], container: str, timeout: float | None = None):
         self.image = image  # image(built) -> image ID once built, else its key tag (for plans)
         self.container = container  # the container target's address, for messages
+        self.timeout = timeout  # seconds a step's container may run (None: no limit)
 
     def _container_run(self, invocation: Invocation, image: str) -> ContainerRun:
         used = sorted(invocation.placeholders(), key=container_path)
         mounts = [Mount(invocation.paths[arg], container_path(arg), read_only=arg.role != "out") for arg in used]
-        env = {**{k: os.environ[k] for k in invocation.secret_env if k in os.environ}, **invocation.env}
+        env = {**{k: os.environ[k] for k in secret_names(invocation.secret_env)}, **invocation.env}
         gpus = _gpus(invocation.devices or invocation.gpus) if invocation.uses_devices else None
         if isinstance(gpus, tuple):  # inside, the requested devices are all there is, numbered from 0
             env.pop("CUDA_VISIBLE_DEVICES", None)
@@ -723,7 +729,8 @@ class DockerExecutor:
 
     def run(self, invocation: Invocation, *, log_path: Path, label: str) -> None:
         reap_orphans()
-        run_in_container(self._container_run(invocation, self.image(True)), log_path=log_path, label=label)
+        run_in_container(self._container_run(invocation, self.image(True)), log_path=log_path, label=label,
+                         timeout=self.timeout)
 
     def recover(self) -> list[str]:
         try:

@@ -1,4 +1,5 @@
-"""Run a tool on this host: argv list (never a shell), output teed to a log, killed with us."""
+"""Run a tool on this host: argv list (never a shell), output teed to a log (secrets redacted),
+in a session of its own, which is killed whole with us or when the tool runs past its timeout."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import BuildFailed
 from ..core.protocols import Invocation
+from ..core.redact import Redactor, secret_names
 
 #: What a step on this host inherits from our environment (besides the secrets it names).
 PASSTHROUGH_ENV = ("HF_HOME", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "PATH", "HOME", "LANG",
@@ -23,6 +26,9 @@ class LocalExecutor:
 
     name = "local"
 
+    def __init__(self, timeout: float | None = None):
+        self.timeout = timeout  # seconds a step may run (None: no limit)
+
     @staticmethod
     def program(invocation: Invocation) -> list[str]:
         program = invocation.program
@@ -32,12 +38,13 @@ class LocalExecutor:
         return self.program(invocation) + invocation.resolved_args()
 
     def environment(self, invocation: Invocation) -> dict[str, str]:
-        names = (*PASSTHROUGH_ENV, *invocation.secret_env)
+        names = (*PASSTHROUGH_ENV, *secret_names(invocation.secret_env))
         return {**{k: os.environ[k] for k in names if k in os.environ}, **invocation.env}
 
     def run(self, invocation: Invocation, *, log_path: Path, label: str) -> None:
         run_logged(self.argv(invocation), cwd=invocation.work, log_path=log_path,
-                   env=self.environment(invocation), label=label)
+                   env=self.environment(invocation), label=label, timeout=self.timeout,
+                   redactor=Redactor(invocation.secret_env))  # the invocation's: on a Ray node too
 
     def describe(self, invocation: Invocation) -> dict[str, Any]:
         return {"executor": self.name, "program": self.program(invocation), "argv": self.argv(invocation),
@@ -48,18 +55,26 @@ class LocalExecutor:
 
 
 def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str],
-               label: str) -> None:
-    """Run argv; stream its output to stderr (prefixed by label) and to log_path."""
+               label: str, redactor: Redactor, timeout: float | None = None) -> None:
+    """Run argv; stream its output to stderr (prefixed by label) and to log_path, secrets redacted.
+    Past `timeout` seconds its process group (the tool and every child it started) is killed."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    what = Path(argv[0]).name if len(argv) == 1 else " ".join(argv[:3])
     with open(log_path, "ab") as log:
-        log.write(("$ " + " ".join(argv) + "\n").encode())
+        log.write(redactor.bytes(("$ " + " ".join(argv) + "\n").encode()))
         log.flush()
         process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, start_new_session=True,
                                    preexec_fn=die_with_parent)
+        expired = threading.Event()
+        timer = threading.Timer(timeout, _expire, (process, expired)) if timeout is not None else None
         try:
+            if timer is not None:
+                timer.daemon = True
+                timer.start()
             assert process.stdout is not None
-            for line in process.stdout:
+            for line in process.stdout:  # ends when every process holding the pipe is gone
+                line = redactor.bytes(line)
                 log.write(line)
                 log.flush()
                 sys.stderr.write(f"[{label}] {line.decode(errors='replace')}")
@@ -68,9 +83,21 @@ def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str
         except BaseException:
             _kill_group(process)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if expired.is_set():
+            message = f"{what} was stopped after the timeout of {timeout:g} s (timeouts in [tool.llmbuild])"
+            log.write(f"llmbuild: {message}\n".encode())
+            raise BuildFailed(message)
     if returncode != 0:
-        raise BuildFailed(f"{Path(argv[0]).name if len(argv) == 1 else ' '.join(argv[:3])} "
-                          f"exited with status {returncode}")
+        raise BuildFailed(f"{what} exited with status {returncode}")
+
+
+def _expire(process: subprocess.Popen, expired: threading.Event) -> None:
+    """The timer's end: the step's whole process group goes (its children hold our pipe)."""
+    expired.set()
+    _kill_group(process)
 
 
 PR_SET_PDEATHSIG = 1
@@ -85,6 +112,8 @@ def die_with_parent() -> None:
 
 
 def _kill_group(process: subprocess.Popen) -> None:
+    """SIGTERM the tool's process group, then SIGKILL whatever of it is left: children that
+    outlive the tool (or ignore SIGTERM) go too."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(process.pid, sig)
@@ -92,6 +121,5 @@ def _kill_group(process: subprocess.Popen) -> None:
             return
         try:
             process.wait(timeout=5)
-            return
         except subprocess.TimeoutExpired:
             continue

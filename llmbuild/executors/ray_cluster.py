@@ -78,6 +78,7 @@ class Job:
     invocations: tuple[Invocation, ...]
     inputs: dict[PathArg, Input]
     remote: dict[str, Any]  # S3RemoteCache's arguments (no credential: the node's AWS_* give them)
+    timeout: float | None = None  # seconds each step may run there (the kind's timeout)
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,8 @@ class RayBuilder:
         invocations = tuple(toolchain.invocation(step, paths, placeholder) for step in ws.plan(target).steps)
         manifest = {"key": key, "document": document.as_dict(), "source_files": ws.source_files(target),
                     "log": LOG, "built_by": {"address": str(target.address), "llmbuild": __version__}}
-        return Job(key, str(target.address), manifest, invocations, inputs, self.remote.arguments())
+        return Job(key, str(target.address), manifest, invocations, inputs, self.remote.arguments(),
+                   getattr(ws.executor_for(target), "timeout", None))
 
 
 def build_on_node(job: Job) -> Ran:
@@ -217,7 +219,7 @@ def build_on_node(job: Job) -> Ran:
         work.mkdir()
         try:
             for invocation in job.invocations:
-                LocalExecutor().run(replace(invocation, paths=paths, work=work), log_path=staging.log,
+                LocalExecutor(job.timeout).run(replace(invocation, paths=paths, work=work), log_path=staging.log,
                                     label=job.label)
         except LLMBuildError as err:
             log = staging.log.read_text(errors="replace") if staging.log.exists() else ""

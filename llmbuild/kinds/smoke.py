@@ -26,6 +26,8 @@ from ..toolchains.subsystem import ToolFields
 from ._shared import check_gpus, gpu_demand
 
 Endpoint = Literal["ensemble", "tensorrt_llm_bls"]
+#: Seconds one request may take (the smoke's timeout, when shorter).
+REQUEST_TIMEOUT = 120.0
 
 
 class RequestFields(FieldGroup):
@@ -155,7 +157,8 @@ class Smoke(Kind):
                            "return_log_probs": True}  # one log prob per generated token: the count
                 if spec.stream:
                     payload["stream"] = True
-                answer = generate(server.http_url, request["endpoint"], payload, stream=spec.stream)
+                answer = generate(server.http_url, request["endpoint"], payload, stream=spec.stream,
+                                  timeout=min(REQUEST_TIMEOUT, ctx.toolchain.serve_timeout or REQUEST_TIMEOUT))
                 tokens = answer.generated_tokens
                 if tokens is None and answer.status == 200:
                     tokens = count_tokens(answer.text)

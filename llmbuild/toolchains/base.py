@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.protocols import Executor, Invocation, Program
+from ..core.redact import DEFAULT_SECRET_ENV
 from ..core.steps import PathArg, Step
 from .subsystem import GpuPool, HostSettings
-
-#: Secrets the real tools read from the environment: passed through by name, never recorded.
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 class BaseToolchain:
@@ -23,8 +21,11 @@ class BaseToolchain:
     tensorrt_llm_runtime = False  # whether steps need TensorRT-LLM's shared memory and ulimits
 
     def __init__(self, *, trtllm_version: str, host: HostSettings, pool: GpuPool,
-                 tensorrt_version: str | None = None):
+                 tensorrt_version: str | None = None, secret_env: tuple[str, ...] = DEFAULT_SECRET_ENV,
+                 serve_timeout: float | None = None):
         self.trtllm_version = trtllm_version
+        self.secret_env = secret_env  # names and globs: tools get what matches, by name (HF_TOKEN, ...)
+        self.serve_timeout = serve_timeout  # a smoke's limit: its server's start, each request
         self.host = host
         self.tensorrt_version = tensorrt_version or host.tensorrt_version
         self.gpu_arch = host.gpu_arch
@@ -49,7 +50,7 @@ class BaseToolchain:
                    gpus: tuple[int, ...] = ()) -> Invocation:
         return Invocation(program=self.program(step.tool), args=step.argv, paths=paths, work=work,
                           env={"LLMBUILD_TRTLLM_VERSION": self.trtllm_version, **device_env(gpus)},
-                          secret_env=SECRET_ENV, gpus=step.gpus, devices=gpus, uses_devices=self.uses_devices,
+                          secret_env=self.secret_env, gpus=step.gpus, devices=gpus, uses_devices=self.uses_devices,
                           tensorrt_llm_runtime=self.tensorrt_llm_runtime)
 
     def serving_unavailable(self, executor: Executor) -> str | None:

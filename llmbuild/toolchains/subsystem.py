@@ -1,7 +1,8 @@
 """The toolchain subsystem: its `[tool.llmbuild]` settings and the fields of kinds that run tools.
 
-It owns the lane, the TensorRT-LLM version, the default container, the host's pool of GPUs
-and the GPU host's description; the core only hands it the keys it claims. The pool's size
+It owns the lane, the TensorRT-LLM version, the default container, the host's pool of GPUs,
+the GPU host's description, what tools get from the environment (secrets, by name) and how
+long they may run; the core only hands it the keys it claims. The pool's size
 lives here, not in the core's settings: its default comes from NVIDIA's tools and depends on
 the lane; the core only takes slots from a pool of that size (`core/slots.py`).
 """
@@ -9,12 +10,14 @@ the lane; the core only takes slots from a pool of that size (`core/slots.py`).
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..core.errors import LLMBuildError
+from ..core.redact import DEFAULT_SECRET_ENV
 from ..core.protocols import Subsystem
 from ..core.target import Ref, TargetFields
 
@@ -39,6 +42,22 @@ class HostSettings(BaseModel):
         None, gt=0, description="Memory per GPU; engines whose weights + KV cache exceed it are warned about.")
 
 
+#: How long a target's tools may run, by kind (a smoke: its server's start and its requests).
+DEFAULT_TIMEOUTS = {"checkpoint": "2h", "engine": "4h", "smoke": "15m"}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in '90s', '10m', '2h', '1d' (None for 'none': no limit); ValueError otherwise."""
+    if text == "none":
+        return None
+    match = _DURATION.fullmatch(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration such as '90s', '10m', '2h' or 'none'")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
 class ToolchainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -59,6 +78,18 @@ class ToolchainSettings(BaseModel):
         "host using the same cache shares the pool. More than the pool offers is an error at load. "
         "Default: on the GPU lane what `nvidia-smi -L` lists, on the CPU lane 0; 0: GPU demand is "
         "not managed. On the CPU lane a number simulates that many GPUs (scheduling only).")
+    secret_env: list[str] = Field(
+        default_factory=list, description="Environment variables that are secrets, as names or shell "
+        "globs (e.g. 'MY_*_KEY'), added to the built-in ones: " + ", ".join(DEFAULT_SECRET_ENV) + ". Tools "
+        "get them from llmbuild's environment by name; their values never enter keys, manifests, logs, "
+        "error messages, run.json or plan output (replaced by '<NAME redacted>'). In the environment: "
+        "comma-separated.")
+    timeouts: dict[str, str] = Field(
+        default_factory=dict, description="How long a target's tools may run, by kind, e.g. "
+        "{ engine = \"2h\", smoke = \"10m\" } (s, m, h, d; 'none': no limit), over the defaults "
+        + ", ".join(f"{kind} {limit}" for kind, limit in DEFAULT_TIMEOUTS.items()) + ". A tool still "
+        "running then is stopped with its process group (or its container), its log kept; only that "
+        "target fails. A smoke's limit bounds its server's start and each request. In the environment: 'engine=2h,smoke=10m'.")
     host: HostSettings = Field(
         default_factory=HostSettings,
         description="[tool.llmbuild.host]: how this host runs TensorRT-LLM on the GPU lane, and what it offers.")
@@ -75,11 +106,42 @@ class ToolchainSettings(BaseModel):
         return data
 
 
+    @field_validator("secret_env", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """LLMBUILD_SECRET_ENV gives a string."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("timeouts", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        """LLMBUILD_TIMEOUTS gives 'kind=duration,...'."""
+        if not isinstance(value, str):
+            return value
+        pairs = [part.split("=", 1) for part in value.split(",") if part.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError(f"{value!r}: expected 'kind=duration,...', e.g. 'engine=2h,smoke=10m'")
+        return {kind.strip(): limit.strip() for kind, limit in pairs}
+
+    @field_validator("timeouts")
+    @classmethod
+    def _durations(cls, value: dict[str, str]) -> dict[str, str]:
+        for limit in value.values():
+            parse_duration(limit)
+        return value
+
+    def timeout(self, kind: str) -> float | None:
+        """Seconds the tools of a target of `kind` may run (None: no limit)."""
+        return parse_duration({**DEFAULT_TIMEOUTS, **self.timeouts}.get(kind, "none"))
+
+
 SUBSYSTEM = Subsystem(ToolchainSettings, env={
     "LLMBUILD_LANE": "lane",
     "LLMBUILD_TRTLLM_VERSION": "trtllm_version",
     "LLMBUILD_TOOLCHAINS_DIR": "toolchains_dir",
     "LLMBUILD_GPUS": "gpus",
+    "LLMBUILD_SECRET_ENV": "secret_env",
+    "LLMBUILD_TIMEOUTS": "timeouts",
 })
 
 

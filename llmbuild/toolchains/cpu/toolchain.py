@@ -63,4 +63,5 @@ class CpuToolchain(BaseToolchain):
         from .server import TritonServer
 
         env = ensure_cpu_triton(self.toolchains_dir, progress=progress)
-        return TritonServer(repository, env, log_path=log_path, environment=device_env(gpus))
+        limit = {"ready_timeout": self.serve_timeout} if self.serve_timeout else {}
+        return TritonServer(repository, env, log_path=log_path, environment=device_env(gpus), **limit)

@@ -14,7 +14,7 @@ from ..base import BaseToolchain
 from . import flags
 
 TRITON_HTTP_PORT = 8000
-READY_TIMEOUT = 600.0  # a large engine takes minutes to load
+READY_TIMEOUT = 600.0  # a large engine takes minutes to load (the smoke's timeout, when set, instead)
 
 
 class TrtllmToolchain(BaseToolchain):
@@ -51,8 +51,9 @@ class TrtllmToolchain(BaseToolchain):
 
         with executor.running(triton_launch_argv(world_size), repository=repository, gpus=gpus or world_size,
                               port=TRITON_HTTP_PORT, log_path=log_path, label="tritonserver") as server:
-            wait_until_ready(server.http_url, deadline=time.monotonic() + READY_TIMEOUT,
-                             exited=server.exit_code, timeout=READY_TIMEOUT,
+            ready_timeout = self.serve_timeout or READY_TIMEOUT
+            wait_until_ready(server.http_url, deadline=time.monotonic() + ready_timeout,
+                             exited=server.exit_code, timeout=ready_timeout,
                              fail=lambda what: TritonStartError(f"tritonserver {what} (log: {log_path})",
                                                                 log_path=log_path))
             yield server
