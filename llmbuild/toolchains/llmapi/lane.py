@@ -74,15 +74,13 @@ LLMAPI_REPOSITORY_KNOBS = {"decoupled", "triton_max_batch_size", "kv_cache_free_
 def engine_free_version(name: str) -> str | None:
     """The canonical engine-free version `name` stands for; None for an older one (the flag tables'
     business); an error for an engine-free version no table describes."""
-    from .tables import SUPPORTED, is_engine_free
+    from .tables import is_engine_free, table_for
 
     key = str(name).strip()
     key = key[1:] if key[:1] in "vV" else key
     if not is_engine_free(key):
         return None
-    if key not in SUPPORTED:
-        raise LLMBuildError(f"TensorRT-LLM {name} is in the engine-free lane (>= {ENGINE_FREE_SINCE}) but llmbuild "
-                            f"has no LLM-API table for it; known: {', '.join(SUPPORTED)}")
+    table_for(key)  # one clear error when no table covers it
     return key
 
 
@@ -199,14 +197,19 @@ def engine_llm_args(ctx) -> dict[str, Any]:
         else:
             raise ctx.error(engine_only(table, name, version), key=name)
     if f.lora is not None:
-        for name in ("plugin", "dirs", "ckpt_source"):
-            if getattr(f.lora, name) is not None:
-                raise ctx.error(engine_only(table, f"lora.{name}", version), key=f"lora.{name}")
+        if f.lora.plugin is not None:
+            raise ctx.error(engine_only(table, "lora_plugin", version), key="lora.plugin")
+        if f.lora.dirs is not None:
+            raise ctx.error("lora.dirs builds adapters into an engine; the engine-free lane loads them at run "
+                            "time: name them per request (lora_path) or in llm_args.lora_config.lora_dir",
+                            key="lora.dirs")
         doc["enable_lora"] = True
         dotted_put(doc, "lora_config.max_lora_rank", f.lora.max_rank)
         if f.lora.target_modules:
             dotted_put(doc, "lora_config.lora_target_modules", list(f.lora.target_modules))
-    check_llm_args(ctx, table, doc, f"engine fields for TensorRT-LLM {version}: ")
+        if f.lora.ckpt_source:
+            dotted_put(doc, "lora_config.lora_ckpt_source", f.lora.ckpt_source)
+    check_llm_args(ctx, table, doc, f"engine fields for TensorRT-LLM {version}")
     for path, value in dotted_items(f.llm_args or {}):
         top = path.split(".")[0]
         serving = SERVING_KEYS.get(path) or SERVING_KEYS.get(top)
@@ -218,7 +221,7 @@ def engine_llm_args(ctx) -> dict[str, Any]:
             raise ctx.error(f"{path} is set by the engine's {setter or 'parallelism/LoRA fields'}; set it there, "
                             f"not in llm_args", key=f"llm_args.{path}")
         dotted_put(doc, path, copy.deepcopy(value))
-    check_llm_args(ctx, table, doc, f"llm_args (TensorRT-LLM {version} TorchLlmArgs): ", key="llm_args")
+    check_llm_args(ctx, table, doc, f"llm_args (TensorRT-LLM {version} TorchLlmArgs)", key="llm_args")
     return doc
 
 
@@ -278,7 +281,7 @@ def check_repository(ctx) -> None:
 
 def triton_config(ctx, table) -> dict[str, Any]:
     f = ctx.fields
-    default = dict(table.llmapi_default_model_yaml.get("triton_config") or {})
+    default = dict(table.llmapi_default_model_yaml.get("triton_config") or {})  # upstream's model.yaml
     return {"max_batch_size": f.triton_max_batch_size if f.triton_max_batch_size is not None
             else int(default.get("max_batch_size", 0)), "decoupled": bool(f.decoupled)}
 
@@ -320,7 +323,7 @@ def repository_files(ctx, model: str, lane: str) -> dict[str, str]:
         default = table.llmapi_default_model_yaml
         head = {"model": model, **({"backend": default["backend"]} if "backend" in default else {})}
         llm = {**head, **args}
-        check_llm_args(ctx, table, llm, f"tensorrt_llm/1/model.yaml (TensorRT-LLM {version}): ")
+        check_llm_args(ctx, table, llm, f"tensorrt_llm/1/model.yaml (TensorRT-LLM {version})")
         model_yaml = {**llm, "triton_config": triton_config(ctx, table)}
         files = {"tensorrt_llm/config.pbtxt": llmapi_pbtxt(table, model_yaml["triton_config"]),
                  "tensorrt_llm/1/model.yaml": dump_yaml(model_yaml),
@@ -329,20 +332,27 @@ def repository_files(ctx, model: str, lane: str) -> dict[str, str]:
             files[f"tensorrt_llm/1/{CPU_RUNTIME_NAME}"] = CPU_RUNTIME.read_text()
         return files
     name = "config.yaml" if f.format == "trtllm-serve" else "engine_args.yaml"
-    check_llm_args(ctx, table, args, f"{name} (TensorRT-LLM {version}): ")
+    check_llm_args(ctx, table, args, f"{name} (TensorRT-LLM {version})")
     argv = serve_argv(ctx, table, f.format, model, name, version)
     serve = {"format": f.format, "trtllm_version": version, "argv": argv, "cwd": "this directory"}
     return {name: dump_yaml(args), SERVE_FILE: json.dumps(serve, indent=2) + "\n"}
 
 
 def serve_argv(ctx, table, fmt: str, model: str, config: str, version: str) -> list[str]:
+    """The serving command, every flag checked against the version's table."""
     if fmt == "dynamo":
-        return ["python3", "-m", "dynamo.trtllm", "--model", model, "--extra-engine-args", config]
-    options = [("config", config), ("host", "0.0.0.0"), ("port", str(SERVE_PORT))]
-    for option, _ in options:
-        if table.serve_option(option) is None and table.serve_option(f"--{option}") is None:
-            raise ctx.error(f"trtllm-serve of TensorRT-LLM {version} has no --{option}", key="format")
-    return ["trtllm-serve", model] + [a for option, value in options for a in (f"--{option}", value)]
+        known = {flag["flag"] for flag in table.dynamo["flags"]}
+        missing = [f for f in ("--model", "--extra-engine-args") if f not in known]
+        if missing:
+            raise ctx.error(f"{table.dynamo['module']} of TensorRT-LLM {version} has no {missing[0]}", key="format")
+        return ["python3", "-m", table.dynamo["module"], "--model", model, "--extra-engine-args", config]
+    argv = ["trtllm-serve", model]
+    for option, value in (("config", config), ("host", "0.0.0.0"), ("port", str(SERVE_PORT))):
+        try:
+            argv += [table.serve_option(option).flags[0], value]
+        except LLMBuildError as err:
+            raise ctx.error(err.message, key="format") from None
+    return argv
 
 
 def llmapi_pbtxt(table, config: dict[str, Any]) -> str:

@@ -1,0 +1,230 @@
+"""The engine-free lane (TensorRT-LLM >= 1.3.0rc21) on the CPU lane: models/tiny-llama-llmapi built
+and served by a real Triton (the llmapi model) and by the trtllm-serve stand-in, what edits rebuild,
+the generated files against each version's table, and the Mixtral variant's configuration."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, TINY_HF, Workspace
+from llmbuild.toolchains.llmapi.tables import SUPPORTED, table_for
+
+pytestmark = pytest.mark.slow
+
+VARIANT = "models/tiny-llama-llmapi"
+TARGETS = ("checkpoint", "engine", "triton", "serve", "triton_smoke", "serve_smoke")
+
+
+def addresses(*names: str) -> set[str]:
+    return {f"{VARIANT}:{n}" for n in names}
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, triton_env) -> Workspace:
+    """A workspace holding the committed tiny-llama-llmapi variant and the tiny model it reads."""
+    root = tmp_path_factory.mktemp("llmapi")
+    workspace = Workspace(root / "ws", root / "cache")
+    shutil.copytree(TINY_HF, workspace.root / "models/tiny-llama/hf")
+    shutil.copytree(REPO / VARIANT, workspace.root / VARIANT)
+    return workspace
+
+
+def edit(ws: Workspace, old: str, new: str) -> None:
+    path = ws.root / VARIANT / "BUILD.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def dist(ws: Workspace, name: str) -> Path:
+    return ws.root / "dist" / VARIANT / name
+
+
+def test_builds_and_smoke_tests_through_triton_and_the_trtllm_serve_stand_in(ws):
+    run = ws.doit()
+    assert run.built() == addresses(*TARGETS), run.stdout + run.stderr
+    triton = json.loads((dist(ws, "triton_smoke") / "report.json").read_text())
+    assert triton["passed"] and triton["format"] == "triton" and triton["lane"] == "cpu"
+    plain, streamed = triton["requests"]
+    assert plain["endpoint"] == streamed["endpoint"] == "tensorrt_llm"
+    assert plain["status"] == 200 and plain["text"] and not plain["stream"]
+    assert streamed["stream"] and streamed["text"] and plain["text"].startswith(streamed["text"])  # greedy
+    serve = json.loads((dist(ws, "serve_smoke") / "report.json").read_text())
+    assert serve["passed"] and serve["format"] == "trtllm-serve"
+    completions, chat = serve["requests"]
+    assert completions["endpoint"] == "v1/completions" and chat["endpoint"] == "v1/chat/completions"
+    assert completions["text"] == plain["text"]  # same runtime, same prompt, same greedy answer
+    assert 0 < completions["tokens"] <= 20 and 0 < chat["tokens"] <= 20
+    assert "trtllm-serve stand-in" in run.stderr  # labelled as the CPU lane's stand-in
+
+
+def test_checkpoint_passes_the_weights_through_without_copying(ws):
+    out = dist(ws, "checkpoint")
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.json"]
+    record = json.loads((out / "checkpoint.json").read_text())
+    hf = ws.root / "models/tiny-llama/hf"
+    assert record["passthrough"] and record["path"] == str(hf)
+    engine = json.loads((dist(ws, "engine") / "engine.json").read_text())
+    model_yaml = yaml.safe_load((dist(ws, "triton") / "tensorrt_llm/1/model.yaml").read_text())
+    serve = json.loads((dist(ws, "serve") / "serve.json").read_text())
+    assert engine["model"] == model_yaml["model"] == serve["argv"][1] == str(hf)
+    assert not [p for p in (ws.cache).rglob("*.safetensors")]  # no weights anywhere in the cache
+
+
+def test_serving_only_knobs_rebuild_only_repository_and_smoke(ws):
+    edit(ws, "triton_max_batch_size = 4", "triton_max_batch_size = 2")
+    edit(ws, "kv_cache_free_gpu_mem_fraction = 0.5", "kv_cache_free_gpu_mem_fraction = 0.4")
+    run = ws.doit()
+    assert run.built() == addresses("triton", "triton_smoke")
+    assert run.with_outcome("up-to-date") == addresses("checkpoint", "engine", "serve", "serve_smoke")
+    assert "max_batch_size: 2\n" in (dist(ws, "triton") / "tensorrt_llm/config.pbtxt").read_text()
+    model_yaml = yaml.safe_load((dist(ws, "triton") / "tensorrt_llm/1/model.yaml").read_text())
+    assert model_yaml["triton_config"] == {"max_batch_size": 2, "decoupled": True}
+    assert model_yaml["kv_cache_config"] == {"free_gpu_memory_fraction": 0.4}
+
+
+def test_engine_field_rebuilds_engine_repositories_and_smokes_not_the_checkpoint(ws):
+    edit(ws, "max_num_tokens = 1024", "max_num_tokens = 512")
+    run = ws.doit()
+    assert run.built() == addresses("engine", "triton", "serve", "triton_smoke", "serve_smoke")
+    assert run.outcomes[f"{VARIANT}:checkpoint"] == "up-to-date"
+    assert yaml.safe_load((dist(ws, "serve") / "config.yaml").read_text())["max_num_tokens"] == 512
+
+
+def test_version_change_rebuilds_every_target_built_with_it(ws):
+    edit(ws, 'trtllm_version = "1.3.0rc29"', 'trtllm_version = "1.3.0rc21"')
+    run = ws.doit()
+    assert run.built() == addresses(*TARGETS)
+    assert json.loads((dist(ws, "serve") / "serve.json").read_text())["trtllm_version"] == "1.3.0rc21"
+    assert json.loads((dist(ws, "engine") / "engine.json").read_text())["trtllm_version"] == "1.3.0rc21"
+
+
+def plan(ws_root: Path, *args: str) -> list[dict]:
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("LLMBUILD_")}
+    proc = subprocess.run([sys.executable, "-m", "llmbuild", "plan", "--json", *args], cwd=ws_root,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def files_of(document: list[dict], address: str) -> dict[str, str]:
+    return next(e for e in document if e["address"] == address)["files"]
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_generated_files_match_each_versions_table(ws, version):
+    from google.protobuf import text_format
+
+    from llmbuild.triton.build import ModelConfig
+
+    document = plan(ws.root, "--trtllm-version", version, VARIANT)
+    table = table_for(version)
+    triton, serve = files_of(document, f"{VARIANT}:triton"), files_of(document, f"{VARIANT}:serve")
+    config = text_format.Parse(triton["tensorrt_llm/config.pbtxt"], ModelConfig())
+    assert config.name == "tensorrt_llm" and config.backend == "python"
+
+    def tensors(entries, with_optional):
+        return [(t.name, ModelConfig.DESCRIPTOR.fields_by_name["input"].message_type.fields_by_name["data_type"]
+                 .enum_type.values_by_number[t.data_type].name, list(t.dims)) + ((t.optional,) if with_optional else ())
+                for t in entries]
+
+    assert tensors(config.input, True) == [(t["name"], t["data_type"], t["dims"], t["optional"])
+                                           for t in table.llmapi_inputs]
+    assert tensors(config.output, False) == [(t["name"], t["data_type"], t["dims"]) for t in table.llmapi_outputs]
+    model_yaml = yaml.safe_load(triton["tensorrt_llm/1/model.yaml"])
+    assert set(model_yaml.pop("triton_config")) <= set(table.llmapi_triton_config)
+    assert table.validate_llm_args(model_yaml) == []
+    assert table.validate_llm_args(yaml.safe_load(serve["config.yaml"])) == []
+    argv = json.loads(serve["serve.json"])["argv"]
+    assert argv[0] == "trtllm-serve" and all(table.serve_option(a) for a in argv if a.startswith("--"))
+
+
+def test_mixtral_variant_sets_only_keys_its_version_knows():
+    document = plan(REPO, "models/mixtral-8x7b-llmapi")
+    table = table_for("1.3.0rc29")
+    engine = yaml.safe_load(files_of(document, "models/mixtral-8x7b-llmapi:tp2")["llm_args.yaml"])
+    assert engine == {"tensor_parallel_size": 2, "pipeline_parallel_size": 1, "moe_tensor_parallel_size": 2,
+                      "dtype": "float16", "max_batch_size": 128, "max_num_tokens": 13000, "enable_lora": True,
+                      "lora_config": {"max_lora_rank": 32}}
+    serve = files_of(document, "models/mixtral-8x7b-llmapi:openai")
+    config = yaml.safe_load(serve["config.yaml"])
+    assert config == {**engine, "kv_cache_config": {"free_gpu_memory_fraction": 0.9}}
+    assert table.validate_llm_args(config) == []
+    assert json.loads(serve["serve.json"])["argv"] == [
+        "trtllm-serve", "/data/hf/mixtral-8x7b-instruct-v01", "--config", "config.yaml", "--host", "0.0.0.0",
+        "--port", "8000"]
+    model_yaml = yaml.safe_load(files_of(document, "models/mixtral-8x7b-llmapi:serve")["tensorrt_llm/1/model.yaml"])
+    assert model_yaml.pop("triton_config") == {"max_batch_size": 128, "decoupled": False}
+    assert table.validate_llm_args(model_yaml) == []
+
+
+ENGINE = """\
+[checkpoint.checkpoint]
+source = "hf"
+trtllm_version = "1.3.0rc29"
+
+[engine.engine]
+checkpoint = ":checkpoint"
+trtllm_version = "1.3.0rc29"
+max_batch_size = 4
+{extra}
+"""
+
+
+@pytest.mark.parametrize("extra, key, named", [
+    ('llm_args = { kv_cache_dtype = "fp8" }', "llm_args", "use `kv_cache_config.dtype`"),
+    ("llm_args = { use_cuda_graph = true }", "llm_args", "use `cuda_graph_config`"),
+    ("llm_args = { enable_overlap_scheduler = true }", "llm_args", "use `disable_overlap_scheduler`"),
+    ("llm_args = { kv_cache_config = { free_gpu_memory_fraction = 0.5 } }",
+     "llm_args.kv_cache_config.free_gpu_memory_fraction", "set it on the repository (kv_cache_free_gpu_mem_fraction)"),
+    ("use_paged_context_fmha = true", "use_paged_context_fmha", "gone since TensorRT-LLM 1.3.0rc21"),
+    ('gemm_plugin = "float16"', "gemm_plugin", "gone since TensorRT-LLM 1.3.0rc21"),
+])
+def test_moved_and_engine_only_keys_are_refused_naming_the_right_key(make_workspace, extra, key, named):
+    ws = make_workspace()
+    ws.add_model("tiny", TINY_HF, ENGINE.format(extra=extra))
+    proc = ws.llmbuild("plan", check=False)
+    assert proc.returncode != 0
+    [line] = [x for x in proc.stderr.splitlines() if "error" in x]
+    assert line.startswith(f"llmbuild: error: models/tiny/BUILD.toml: [engine.engine]: {key}: ")
+    assert named in line
+    assert "1.3.0rc29" in line or key.startswith("llm_args.")  # a serving knob is one in every version
+
+
+def test_plan_trtllm_version_shows_the_engine_lane_model_in_the_new_lane(make_workspace):
+    ws = make_workspace()
+    ws.add_model("tiny", TINY_HF)  # checkpoint + engine of the engine lane
+    before = plan(ws.root)
+    assert [s["tool"] for e in before for s in e["steps"]] == ["convert_checkpoint.py:llama", "trtllm-build"]
+    after = plan(ws.root, "--trtllm-version", "1.3.0rc29")
+    assert [e["steps"] for e in after] == [[], []] and {e["trtllm_version"] for e in after} == {"1.3.0rc29"}
+    assert yaml.safe_load(files_of(after, "models/tiny:engine")["llm_args.yaml"]) == {
+        "tensor_parallel_size": 1, "pipeline_parallel_size": 1, "max_batch_size": 4, "max_input_len": 64,
+        "max_seq_len": 96}
+
+
+def test_quantized_checkpoint_runs_the_modelopt_stand_in_full_precision_only(make_workspace):
+    ws = make_workspace()
+    ws.add_model("tiny", TINY_HF, ENGINE.format(extra="").replace(
+        'source = "hf"', 'source = "hf"\nquantization = { qformat = "full_prec", calib_size = 16 }'))
+    [step] = plan(ws.root, "models/tiny:checkpoint")[0]["steps"]
+    assert step["tool"] == "hf_ptq.py"
+    argv = " ".join(step["argv"])
+    assert "llmbuild.toolchains.cpu.hf_ptq --pyt_ckpt_path " in argv
+    assert argv.endswith("--qformat full_prec --kv_cache_qformat none --calib_size 16")
+    run = ws.doit("models/tiny:checkpoint")
+    out = ws.root / "dist/models/tiny/checkpoint"
+    assert json.loads((out / "hf_quant_config.json").read_text())["quantization"]["quant_algo"] is None
+    assert (out / "model.safetensors").is_file() and run.built() == {"models/tiny:checkpoint"}
+    build = ws.root / "models/tiny/BUILD.toml"
+    build.write_text(build.read_text().replace('"full_prec"', '"fp8"'))
+    failed = ws.doit("models/tiny:checkpoint", check=False)
+    assert failed.returncode != 0
+    assert "hf_ptq.py: error: --qformat fp8 is not supported on the CPU lane" in failed.stdout + failed.stderr
