@@ -38,7 +38,7 @@ def _load(args, *, verify_sources: bool = False) -> Workspace:
     if getattr(args, "trtllm_version", None):
         environ["LLMBUILD_TRTLLM_VERSION_OVERRIDE"] = args.trtllm_version
     ws = load_workspace(Path(args.workspace) if args.workspace else None, environ,
-                        verify_sources=verify_sources)
+                        verify_sources=verify_sources, keep_going=bool(getattr(args, "trtllm_version", None)))
     for warning in ws.warnings:
         print(f"llmbuild: {warning}", file=sys.stderr)
     return ws

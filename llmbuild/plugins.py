@@ -126,7 +126,7 @@ def resolve_version(name: str) -> str:
 
 
 def load_workspace(start: Path | None = None, environ: Mapping[str, str] | None = None, *,
-                   verify_sources: bool = True) -> Workspace:
+                   verify_sources: bool = True, keep_going: bool = False) -> Workspace:
     """A workspace loaded with llmbuild's own plugins (what `doit` and `llmbuild` use)."""
     return Workspace.load(start, dict(environ) if environ is not None else None, plugins=DefaultPlugins(),
-                          verify_sources=verify_sources)
+                          verify_sources=verify_sources, keep_going=keep_going)

@@ -208,6 +208,15 @@ def test_plan_trtllm_version_shows_the_engine_lane_model_in_the_new_lane(make_wo
     assert yaml.safe_load(files_of(after, "models/tiny:engine")["llm_args.yaml"]) == {
         "tensor_parallel_size": 1, "pipeline_parallel_size": 1, "max_batch_size": 4, "max_input_len": 64,
         "max_seq_len": 96}
+    # a target that cannot move shows why, and the others are still planned
+    ws.add_model("fused", TINY_HF, ENGINE.format(extra='gemm_plugin = "float16"').replace(
+        'trtllm_version = "1.3.0rc29"\n', ""))
+    assert [e["steps"] for e in plan(ws.root) if e["address"] == "models/fused:engine"][0][0]["tool"] == "trtllm-build"
+    after = {e["address"]: e for e in plan(ws.root, "--trtllm-version", "1.3.0rc29")}
+    assert after["models/fused:engine"]["error"].startswith(
+        "models/fused/BUILD.toml: [engine.engine]: gemm_plugin: `gemm_plugin` is a TensorRT engine setting, gone "
+        "since TensorRT-LLM 1.3.0rc21")
+    assert "llm_args.yaml" in after["models/tiny:engine"]["files"]
 
 
 def test_quantized_checkpoint_runs_the_modelopt_stand_in_full_precision_only(make_workspace):

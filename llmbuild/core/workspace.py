@@ -54,16 +54,18 @@ class Workspace:
 
     @classmethod
     def load(cls, start: Path | None = None, environ: dict[str, str] | None = None, *,
-             plugins: Plugins, verify_sources: bool = True) -> Workspace:
-        """verify_sources=False (plan, render): sources need not exist on this machine."""
+             plugins: Plugins, verify_sources: bool = True, keep_going: bool = False) -> Workspace:
+        """verify_sources=False (plan, render): sources need not exist on this machine.
+        keep_going: a target whose check fails gets that error as its `failure` instead of failing
+        the load (a plan under another version shows each target's own error)."""
         root = find_workspace_root((start or Path.cwd()).resolve())
         ws = cls(root, load_settings(root, environ, plugins.subsystems), plugins)
-        ws._load_targets(verify_sources)
+        ws._load_targets(verify_sources, keep_going)
         return ws
 
     # -- loading ---------------------------------------------------------------------------
 
-    def _load_targets(self, verify_sources: bool = True) -> None:
+    def _load_targets(self, verify_sources: bool = True, keep_going: bool = False) -> None:
         self.verify_sources = verify_sources
         for bad in self.data_roots:
             if not bad.is_absolute():
@@ -78,12 +80,17 @@ class Workspace:
         self.targets_by_name = {str(t.address): t for t in self.order}
         for target in self.order:  # dependencies first: their facts are known when asked for
             self._resolve_sources(target)
-            target.unavailable = self._unavailable(target)
-            target.sources.update(target.kind.derived_sources(self.context(target)))
-            if target.unavailable is None:
-                if verify_sources:
-                    self._check_sources_exist(target)
-                self._verify(target)
+            try:
+                target.unavailable = self._unavailable(target)
+                target.sources.update(target.kind.derived_sources(self.context(target)))
+                if target.unavailable is None:
+                    if verify_sources:
+                        self._check_sources_exist(target)
+                    self._verify(target)
+            except LLMBuildError as err:
+                if not keep_going:
+                    raise
+                target.failure = target.failure or str(err)
 
     def _verify(self, target: Target) -> None:
         """Check and plan the target (an argv the declared TensorRT-LLM version refuses fails

@@ -22,6 +22,9 @@ def plan_document(ws: Workspace, specs: list[str], lane_workspace: Callable[[str
             entry["skipped_on_active_lane"] = target.unavailable
         toolchain, executor = shown_ws.toolchain_for(shown), shown_ws.executor_for(shown)
         entry["trtllm_version"] = toolchain.trtllm_version
+        if shown.failure:  # loaded with keep_going: what this target cannot be here
+            document.append({**entry, "steps": [], "error": shown.failure})
+            continue
         plan = shown_ws.plan(shown)
         paths = shown_ws.paths(shown)
         entry["steps"] = [{"lane": toolchain.lane, "tool": step.tool,
@@ -41,6 +44,9 @@ def plan_text(document: list[dict]) -> str:
             if "skipped_on_active_lane" in entry else ""
         lines.append(f"{entry['address']}  ({entry['kind']}, {entry['lane']} lane, "
                      f"TensorRT-LLM {entry['trtllm_version']}){note}")
+        if "error" in entry:
+            lines.append(f"  error: {entry['error']}")
+            continue
         for step in entry["steps"]:
             gpus = f"  # {step['gpus']} GPU(s)" if step.get("gpus") and entry["lane"] == "gpu" else ""
             lines.append(f"  $ {shlex.join(step.get('docker_run') or step['argv'])}{gpus}")
