@@ -5,9 +5,10 @@ the generated files against each version's table, and the Mixtral variant's conf
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,7 @@ def test_version_change_rebuilds_every_target_built_with_it(ws):
 
 
 def plan(ws_root: Path, *args: str) -> list[dict]:
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("LLMBUILD_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMBUILD_")}
     proc = subprocess.run([sys.executable, "-m", "llmbuild", "plan", "--json", *args], cwd=ws_root,
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -237,3 +238,61 @@ def test_quantized_checkpoint_runs_the_modelopt_stand_in_full_precision_only(mak
     failed = ws.doit("models/tiny:checkpoint", check=False)
     assert failed.returncode != 0
     assert "hf_ptq.py: error: --qformat fp8 is not supported on the CPU lane" in failed.stdout + failed.stderr
+
+
+def test_dynamo_format_writes_engine_args_and_the_dynamo_argv(make_workspace):
+    ws = make_workspace()
+    ws.add_model("tiny", TINY_HF, ENGINE.format(extra="") + """
+[repository.dynamo]
+engine = ":engine"
+format = "dynamo"
+kv_cache_free_gpu_mem_fraction = 0.5
+
+[smoke.smoke]
+repository = ":dynamo"
+prompt = "hello"
+""")
+    document = plan(ws.root)
+    files = files_of(document, "models/tiny:dynamo")
+    assert yaml.safe_load(files["engine_args.yaml"]) == {
+        "tensor_parallel_size": 1, "pipeline_parallel_size": 1, "max_batch_size": 4,
+        "kv_cache_config": {"free_gpu_memory_fraction": 0.5}}
+    hf = str(ws.root / "models/tiny/hf")
+    assert json.loads(files["serve.json"])["argv"] == [
+        "python3", "-m", "dynamo.trtllm", "--model", hf, "--extra-engine-args", "engine_args.yaml"]
+    run = ws.doit()
+    assert run.outcomes["models/tiny:smoke"] == "skipped" and run.built() == {
+        "models/tiny:checkpoint", "models/tiny:engine", "models/tiny:dynamo"}
+
+
+def test_smoke_names_a_triton_config_the_launcher_dropped():
+    """What the read-back says when Triton loaded the llmapi model without model.yaml's
+    triton_config (as --disable-auto-complete-config does without it in config.pbtxt)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from llmbuild.toolchains.llmapi.serving import config_problems
+
+    class Triton(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = json.dumps({"name": "tensorrt_llm", "max_batch_size": 0}).encode()
+            self.send_response(200 if self.path == "/v2/models/tensorrt_llm/config" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Triton)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert config_problems(url, {"max_batch_size": 0, "decoupled": False}) == []
+        problems = config_problems(url, {"max_batch_size": 4, "decoupled": True})
+    finally:
+        server.shutdown()
+    assert [p.split(" (")[0] for p in problems] == [
+        "Triton loaded tensorrt_llm with max_batch_size 0 but model.yaml's triton_config says 4",
+        "Triton loaded tensorrt_llm with decoupled False but model.yaml's triton_config says True"]
+    assert all("--disable-auto-complete-config" in p for p in problems)

@@ -335,6 +335,9 @@ def repository_files(ctx, model: str, lane: str) -> dict[str, str]:
     check_llm_args(ctx, table, args, f"{name} (TensorRT-LLM {version})")
     argv = serve_argv(ctx, table, f.format, model, name, version)
     serve = {"format": f.format, "trtllm_version": version, "argv": argv, "cwd": "this directory"}
+    if lane == "cpu" and f.format == "trtllm-serve":
+        serve["cpu_lane"] = ("a smoke serves this argv with llmbuild's OpenAI-compatible stand-in "
+                             "(python -m llmbuild.toolchains.cpu.openai_server), not TensorRT-LLM")
     return {name: dump_yaml(args), SERVE_FILE: json.dumps(serve, indent=2) + "\n"}
 
 
