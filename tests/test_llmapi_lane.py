@@ -72,11 +72,15 @@ def test_checkpoint_passes_the_weights_through_without_copying(ws):
     record = json.loads((out / "checkpoint.json").read_text())
     hf = ws.root / "models/tiny-llama/hf"
     assert record["passthrough"] and record["path"] == str(hf)
-    engine = json.loads((dist(ws, "engine") / "engine.json").read_text())
+    assert sorted(p.name for p in dist(ws, "engine").iterdir()) == ["engine.json", "llm_args.yaml"]
+    # the repositories hold the weights as hard links to the source, named relatively
     model_yaml = yaml.safe_load((dist(ws, "triton") / "tensorrt_llm/1/model.yaml").read_text())
     serve = json.loads((dist(ws, "serve") / "serve.json").read_text())
-    assert engine["model"] == model_yaml["model"] == serve["argv"][1] == str(hf)
-    assert not [p for p in (ws.cache).rglob("*.safetensors")]  # no weights anywhere in the cache
+    assert model_yaml["model"] == serve["argv"][1] == "weights"
+    source = (hf / "model.safetensors").stat()
+    for served in (dist(ws, "triton") / "tensorrt_llm/1/weights", dist(ws, "serve") / "weights"):
+        linked = (served / "model.safetensors").stat()
+        assert (linked.st_ino, linked.st_dev) == (source.st_ino, source.st_dev)
 
 
 def test_serving_only_knobs_rebuild_only_repository_and_smoke(ws):
@@ -159,7 +163,7 @@ def test_mixtral_variant_sets_only_keys_its_version_knows():
     assert config == {**engine, "kv_cache_config": {"free_gpu_memory_fraction": 0.9}}
     assert table.validate_llm_args(config) == []
     assert json.loads(serve["serve.json"])["argv"] == [
-        "trtllm-serve", "/data/hf/mixtral-8x7b-instruct-v01", "--config", "config.yaml", "--host", "0.0.0.0",
+        "trtllm-serve", "weights", "--config", "config.yaml", "--host", "0.0.0.0",
         "--port", "8000"]
     model_yaml = yaml.safe_load(files_of(document, "models/mixtral-8x7b-llmapi:serve")["tensorrt_llm/1/model.yaml"])
     assert model_yaml.pop("triton_config") == {"max_batch_size": 128, "decoupled": False}
@@ -229,10 +233,14 @@ def test_quantized_checkpoint_runs_the_modelopt_stand_in_full_precision_only(mak
     argv = " ".join(step["argv"])
     assert "llmbuild.toolchains.cpu.hf_ptq --pyt_ckpt_path " in argv
     assert argv.endswith("--qformat full_prec --kv_cache_qformat none --calib_size 16")
-    run = ws.doit("models/tiny:checkpoint")
+    run = ws.doit()
     out = ws.root / "dist/models/tiny/checkpoint"
     assert json.loads((out / "hf_quant_config.json").read_text())["quantization"]["quant_algo"] is None
-    assert (out / "model.safetensors").is_file() and run.built() == {"models/tiny:checkpoint"}
+    assert run.built() == {"models/tiny:checkpoint", "models/tiny:engine"}
+    # the engine carries ModelOpt's checkpoint on to the repository as hard links into the cache
+    exported, carried = (out / "model.safetensors").stat(), \
+        (ws.root / "dist/models/tiny/engine/weights/model.safetensors").stat()
+    assert (exported.st_ino, exported.st_dev) == (carried.st_ino, carried.st_dev)
     build = ws.root / "models/tiny/BUILD.toml"
     build.write_text(build.read_text().replace('"full_prec"', '"fp8"'))
     failed = ws.doit("models/tiny:checkpoint", check=False)
@@ -257,12 +265,14 @@ prompt = "hello"
     assert yaml.safe_load(files["engine_args.yaml"]) == {
         "tensor_parallel_size": 1, "pipeline_parallel_size": 1, "max_batch_size": 4,
         "kv_cache_config": {"free_gpu_memory_fraction": 0.5}}
-    hf = str(ws.root / "models/tiny/hf")
     assert json.loads(files["serve.json"])["argv"] == [
-        "python3", "-m", "dynamo.trtllm", "--model", hf, "--extra-engine-args", "engine_args.yaml"]
+        "python3", "-m", "dynamo.trtllm", "--model", "weights", "--extra-engine-args", "engine_args.yaml"]
     run = ws.doit()
     assert run.outcomes["models/tiny:smoke"] == "skipped" and run.built() == {
         "models/tiny:checkpoint", "models/tiny:engine", "models/tiny:dynamo"}
+    out = ws.root / "dist/models/tiny/dynamo"
+    assert sorted(p.name for p in out.iterdir()) == ["engine_args.yaml", "serve.json", "weights"]
+    assert (out / "weights/config.json").read_text() == (ws.root / "models/tiny/hf/config.json").read_text()
 
 
 def test_smoke_names_a_triton_config_the_launcher_dropped():

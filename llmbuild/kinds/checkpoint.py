@@ -153,7 +153,7 @@ class Checkpoint(Kind):
                 "source_dir": ctx.sources["source"], "declared_dtype": f.dtype, "moe_tp_size": f.moe_tp_size,
                 "moe_ep_size": f.moe_ep_size,
                 # engine-free lane: where the served weights are (a passthrough's source, else the output)
-                "weights": str(ctx.sources["source"]) if f.quantization is None else f"<output of {ctx.address}>"}
+                "weights": ctx.sources["source"] if f.quantization is None else None}
 
     def check(self, ctx):
         f: CheckpointFields = ctx.fields

@@ -81,9 +81,11 @@ class Repository(Kind):
     help = "Engine -> Triton model repository (five config.pbtxt, generated and checked)."
 
     def derived_sources(self, ctx):
-        if ctx.fields.tokenizer is None:
-            return {"tokenizer": ctx.facts_of("engine")["tokenizer_dir"]}
-        return {}
+        engine = ctx.facts_of("engine")
+        derived = {"tokenizer": engine["tokenizer_dir"]} if ctx.fields.tokenizer is None else {}
+        if engine.get("weights"):  # engine-free lane: the Hugging Face weights served as they are
+            derived["weights"] = engine["weights"]
+        return derived
 
     def facts(self, ctx):
         if ctx.facts_of("engine").get("engine_free"):
@@ -107,7 +109,7 @@ class Repository(Kind):
     def check(self, ctx):
         if ctx.facts_of("engine").get("engine_free"):
             llmapi.check_repository(ctx)
-            llmapi.repository_files(ctx, ctx.facts_of("engine")["weights"], ctx.lane)
+            llmapi.repository_files(ctx, ctx.lane)
         elif ctx.fields.format != "triton":
             raise ctx.error(f"format {ctx.fields.format!r} needs the engine-free lane (TensorRT-LLM >= "
                             f"{llmapi.ENGINE_FREE_SINCE}); {ctx.dep('engine').address} is a TensorRT engine",
@@ -130,7 +132,7 @@ class Repository(Kind):
         f = ctx.fields
         knobs = {name: getattr(f, name) for name in ("decoupled", "triton_max_batch_size",
                                                        "kv_cache_free_gpu_mem_fraction")}
-        files = llmapi.repository_files(ctx, ctx.facts_of("engine")["weights"], ctx.lane)
+        files = llmapi.repository_files(ctx, ctx.lane)
         code = (llmapi.LLMAPI_MODEL, Path(llmapi.__file__)) + ((llmapi.CPU_RUNTIME,) if ctx.lane == "cpu" else ())
         return Plan(params={"lane": ctx.lane, "format": f.format, "serving": knobs},
                     extra_identity={"generator": code_digest(*code)},
@@ -138,8 +140,7 @@ class Repository(Kind):
 
     def run(self, ctx):
         if ctx.facts_of("engine").get("engine_free"):
-            model = json.loads((ctx.dep_out("engine") / llmapi.ENGINE_FILE).read_text())["model"]
-            llmapi.write_files(ctx.out, llmapi.repository_files(ctx, model, ctx.lane))
+            llmapi.write_repository(ctx)
             return
         engine_dir = ctx.dep_out("engine")
         engine_config = json.loads((engine_dir / "config.json").read_text())
@@ -151,7 +152,7 @@ class Repository(Kind):
 
     def render(self, ctx, out):
         if ctx.facts_of("engine").get("engine_free"):
-            llmapi.write_files(out, llmapi.repository_files(ctx, ctx.facts_of("engine")["weights"], ctx.lane))
+            llmapi.write_files(out, llmapi.repository_files(ctx, ctx.lane))
             return
         configs = self._configs(ctx, ctx.facts_of("engine")["config"])
         from ..triton.repository import write_repository

@@ -8,9 +8,11 @@ Hugging Face (or ModelOpt-quantized) checkpoint is served on the PyTorch backend
   the output is `checkpoint.json` naming it); with quantization ModelOpt's `hf_ptq.py` exports a
   unified Hugging Face checkpoint (hf_quant_config.json + safetensors).
 - engine: no build; its output is the LLM-API options YAML (`llm_args.yaml`) its fields stand for,
-  checked against the version's table (toolchains/llmapi/tables.py), and `engine.json` naming the
-  weights.
-- repository: the serving files of one `format` (FORMAT_FILES), the serving-only knobs merged in.
+  checked against the version's table (toolchains/llmapi/tables.py), and `engine.json`; a
+  quantized checkpoint's files are hard-linked into its `weights/`.
+- repository: the serving files of one `format` (FORMAT_FILES), the serving-only knobs merged in,
+  and the weights hard-linked in (WEIGHTS, copied only across devices, as the engine lane places
+  engines), named by relative paths: the directory can be mounted or restored anywhere.
 
 The kinds dispatch here when their toolchain says `engine_free`; everything version-specific comes
 from the version's table, nothing from a hand-kept list of keys.
@@ -42,6 +44,9 @@ FORMAT_FILES = {
     "dynamo": ("engine_args.yaml", "serve.json"),
 }
 SERVE_FILE = "serve.json"
+#: Where a repository holds its weights, per format (relative to its root); what model.yaml's
+#: `model` (relative to model.yaml) and serve.json's argv (run in the repository) name.
+WEIGHTS = {"triton": "tensorrt_llm/1/weights", "trtllm-serve": "weights", "dynamo": "weights"}
 SERVE_PORT = 8000
 LLMAPI_MODEL = Path(__file__).resolve().parent.parent.parent / "triton" / "models" / "llmapi.py"
 CPU_RUNTIME = Path(__file__).resolve().parent.parent / "cpu" / "runtime.py"
@@ -163,13 +168,6 @@ def write_passthrough(ctx) -> None:
     (ctx.out / CHECKPOINT_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def weights_of(checkpoint_out: Path) -> Path:
-    """Where a checkpoint's weights are: the directory a passthrough names, else the output itself
-    (ModelOpt's unified checkpoint)."""
-    record = checkpoint_out / CHECKPOINT_FILE
-    if record.is_file():
-        return Path(json.loads(record.read_text())["path"])
-    return checkpoint_out
 
 
 # ------------------------------------------------------------------ engine
@@ -239,7 +237,7 @@ def engine_facts(ctx) -> dict[str, Any]:
         "engine_free": True,
         "trtllm_version": toolchain.trtllm_version,
         "llm_args": doc,
-        "weights": checkpoint["weights"],
+        "weights": checkpoint["weights"],  # the HF directory passed through; None: in our output
         "tokenizer_dir": checkpoint["source_dir"],
         "world_size": checkpoint["world_size"],
         "max_seq_len": doc.get("max_seq_len"),
@@ -257,8 +255,27 @@ def engine_plan(ctx) -> Plan:
 def write_engine(ctx) -> None:
     facts = ctx.own_facts()
     (ctx.out / ENGINE_YAML).write_text(dump_yaml(facts["llm_args"]))
-    record = {"trtllm_version": facts["trtllm_version"], "model": str(weights_of(ctx.dep_out("checkpoint")))}
+    record = {"trtllm_version": facts["trtllm_version"], "weights": "source" if facts["weights"] else "weights"}
     (ctx.out / ENGINE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    if facts["weights"] is None:  # ModelOpt's checkpoint, from the cache: links, never a copy
+        place_weights(ctx.dep_out("checkpoint"), ctx.out / "weights")
+
+
+def place_weights(source: Path, destination: Path) -> None:
+    from ...triton.repository import _place_tree
+
+    _place_tree(source, destination, link=True)
+
+
+def weights_dir(ctx) -> Path:
+    """The weights a repository serves: the Hugging Face directory passed through (a derived
+    source of the repository, so its content is in the key), else the engine's weights/."""
+    return ctx.sources["weights"] if "weights" in ctx.sources else ctx.dep_out("engine") / "weights"
+
+
+def write_repository(ctx) -> None:
+    write_files(ctx.out, repository_files(ctx, ctx.lane))
+    place_weights(weights_dir(ctx), ctx.out / WEIGHTS[ctx.fields.format])
 
 
 def dump_yaml(doc: dict) -> str:
@@ -312,9 +329,10 @@ def _table(engine_facts: dict):
     return table_for(engine_facts["trtllm_version"])
 
 
-def repository_files(ctx, model: str, lane: str) -> dict[str, str]:
-    """{relative path: text} of the repository for `model` (where the weights are)."""
+def repository_files(ctx, lane: str) -> dict[str, str]:
+    """{relative path: text} of the repository (its weights placed apart, at WEIGHTS)."""
     f = ctx.fields
+    model = "weights"  # relative to model.yaml, or to the repository for serve.json's argv
     engine = ctx.facts_of("engine")
     version = engine["trtllm_version"]
     table = _table(engine)
@@ -334,7 +352,8 @@ def repository_files(ctx, model: str, lane: str) -> dict[str, str]:
     name = "config.yaml" if f.format == "trtllm-serve" else "engine_args.yaml"
     check_llm_args(ctx, table, args, f"{name} (TensorRT-LLM {version})")
     argv = serve_argv(ctx, table, f.format, model, name, version)
-    serve = {"format": f.format, "trtllm_version": version, "argv": argv, "cwd": "this directory"}
+    serve = {"format": f.format, "trtllm_version": version, "argv": argv,
+             "cwd": "this directory (weights/ is the model)"}
     if lane == "cpu" and f.format == "trtllm-serve":
         serve["cpu_lane"] = ("a smoke serves this argv with llmbuild's OpenAI-compatible stand-in "
                              "(python -m llmbuild.toolchains.cpu.openai_server), not TensorRT-LLM")

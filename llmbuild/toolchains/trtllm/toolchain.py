@@ -72,7 +72,7 @@ class TrtllmToolchain(BaseToolchain):
         """serve.json's argv in the container, its files at /models."""
         from ..llmapi.serving import wait_for_health
 
-        argv = [f"/models/{a}" if (repository / a).is_file() else a
+        argv = [f"/models/{a}" if (repository / a).exists() else a
                 for a in json.loads((repository / SERVE_FILE).read_text())["argv"]]
         with executor.running(argv, repository=repository, gpus=gpus, port=SERVE_PORT, log_path=log_path,
                               label=argv[0]) as server:
