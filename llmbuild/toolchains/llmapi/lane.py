@@ -241,7 +241,6 @@ def engine_facts(ctx) -> dict[str, Any]:
         "tokenizer_dir": checkpoint["source_dir"],
         "world_size": checkpoint["world_size"],
         "max_seq_len": doc.get("max_seq_len"),
-        "max_batch_size": doc.get("max_batch_size"),
         "built_with": {"trtllm_version": toolchain.trtllm_version, "tensorrt_version": None,
                        "container": str(ctx.dep("container").address) if ctx.has_dep("container") else None},
     }
@@ -319,8 +318,7 @@ def repository_facts(ctx) -> dict[str, Any]:
             "decoupled": config["decoupled"], "triton_config": config,
             "entrypoint": "tensorrt_llm" if f.format == "triton" else "v1",
             "world_size": engine.facts["world_size"], "max_seq_len": engine.facts["max_seq_len"],
-            "max_input_len": None, "engine": str(engine.address), "engine_built_with": engine.facts["built_with"],
-            "tokenizer_dir": engine.facts["tokenizer_dir"]}
+            "engine": str(engine.address), "engine_built_with": engine.facts["built_with"]}
 
 
 def _table(engine_facts: dict):
