@@ -143,16 +143,11 @@ class Smoke(Kind):
             return run_llmapi(ctx)
         repository = ctx.dep_out("repository")
         count_tokens = _token_counter(repository / "preprocessing" / "1" / "tokenizer")
-        results, failed, said = [], [], []
-
-        def say(line: str) -> None:
-            _say(ctx, line)
-            said.append(f"llmbuild: {line}\n")
-
+        session = _Session(ctx)
         world_size = ctx.facts_of("repository")["world_size"]
         # Triton writes the attempt's log; our lines follow once it has stopped
-        with _appended_after(ctx.log, said), _linked_copy(repository, ctx.work / "repository") as served, \
-                ctx.serve(served, log_path=ctx.log, world_size=world_size, progress=say) as server:
+        with _appended_after(ctx.log, session.said), _linked_copy(repository, ctx.work / "repository") as served, \
+                ctx.serve(served, log_path=ctx.log, world_size=world_size, progress=session.say) as server:
             from ..toolchains.client import generate
 
             for request in ctx.plan.params["requests"]:
@@ -166,20 +161,40 @@ class Smoke(Kind):
                 tokens = answer.generated_tokens
                 if tokens is None and answer.status == 200:
                     tokens = count_tokens(answer.text)
-                problems = check_answer(spec, answer.status, answer.text, answer.error, tokens)
-                results.append({"endpoint": request["endpoint"], "prompt": spec.prompt,
-                                "stream": spec.stream, "status": answer.status, "text": answer.text,
-                                "error": answer.error, "tokens": tokens,
-                                "latency_ms": round(answer.seconds * 1000, 1), "ok": not problems,
-                                "problems": problems})
-                say(f"{request['endpoint']}{' (stream)' if spec.stream else ''} "
-                    f"{spec.prompt!r} -> {answer.text or answer.error!r} "
-                    f"[{tokens} tokens, {answer.seconds * 1000:.0f} ms] {'; '.join(problems) or 'ok'}")
-                failed += [f"request {len(results)}: {p}" for p in problems]
-        report = {"lane": ctx.lane, "passed": not failed, "requests": results}
-        (ctx.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        if failed:
-            raise LLMBuildError("smoke checks failed: " + "; ".join(failed))
+                session.record(request["endpoint"], spec, answer.status, answer.text, answer.error, tokens,
+                               answer.seconds)
+        session.finish({"lane": ctx.lane})
+
+
+class _Session:
+    """The answers of one smoke: each checked, said on the console and in the log, and reported."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.results: list[dict] = []
+        self.failed: list[str] = []
+        self.said: list[str] = []  # appended to the log once the server has stopped
+
+    def say(self, line: str) -> None:
+        _say(self.ctx, line)
+        self.said.append(f"llmbuild: {line}\n")
+
+    def record(self, endpoint: str, spec: RequestFields, status: int, text: str, error: str | None,
+               tokens: int | None, seconds: float) -> None:
+        problems = check_answer(spec, status, text, error, tokens)
+        self.results.append({"endpoint": endpoint, "prompt": spec.prompt, "stream": spec.stream, "status": status,
+                             "text": text, "error": error, "tokens": tokens, "latency_ms": round(seconds * 1000, 1),
+                             "ok": not problems, "problems": problems})
+        self.say(f"{endpoint}{' (stream)' if spec.stream else ''} {spec.prompt!r} -> {text or error!r} "
+                 f"[{tokens} tokens, {seconds * 1000:.0f} ms] {'; '.join(problems) or 'ok'}")
+        self.failed += [f"request {len(self.results)}: {p}" for p in problems]
+
+    def finish(self, head: dict) -> None:
+        """Write report.json; fail when any check failed."""
+        report = {**head, "passed": not self.failed, "requests": self.results}
+        (self.ctx.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        if self.failed:
+            raise LLMBuildError("smoke checks failed: " + "; ".join(self.failed))
 
 
 def check_llmapi_request(ctx: KindContext, request: RequestFields, repository: dict, prefix: str) -> None:
@@ -207,29 +222,14 @@ def run_llmapi(ctx) -> None:
     from ..toolchains.llmapi.serving import config_problems, openai
 
     facts = ctx.facts_of("repository")
-    results, failed, said = [], [], []
-
-    def say(line: str) -> None:
-        _say(ctx, line)
-        said.append(f"llmbuild: {line}\n")
-
-    def record(endpoint: str, spec: RequestFields, status: int, text: str, error: str | None,
-               tokens: int | None, seconds: float) -> None:
-        problems = check_answer(spec, status, text, error, tokens)
-        results.append({"endpoint": endpoint, "prompt": spec.prompt, "stream": spec.stream, "status": status,
-                        "text": text, "error": error, "tokens": tokens, "latency_ms": round(seconds * 1000, 1),
-                        "ok": not problems, "problems": problems})
-        say(f"{endpoint}{' (stream)' if spec.stream else ''} {spec.prompt!r} -> {text or error!r} "
-            f"[{tokens} tokens, {seconds * 1000:.0f} ms] {'; '.join(problems) or 'ok'}")
-        failed.extend(f"request {len(results)}: {p}" for p in problems)
-
-    with _appended_after(ctx.log, said), _linked_copy(ctx.dep_out("repository"), ctx.work / "repository") as served, \
-            ctx.serve(served, log_path=ctx.log, world_size=facts["world_size"], progress=say) as server:
+    session = _Session(ctx)
+    with _appended_after(ctx.log, session.said), \
+            _linked_copy(ctx.dep_out("repository"), ctx.work / "repository") as served, \
+            ctx.serve(served, log_path=ctx.log, world_size=facts["world_size"], progress=session.say) as server:
         if facts["format"] == "triton":
-            config = config_problems(server.http_url, facts["triton_config"])
-            failed += config
-            for line in config:
-                say(line)
+            for problem in config_problems(server.http_url, facts["triton_config"]):
+                session.failed.append(problem)
+                session.say(problem)
         for request in ctx.plan.params["requests"]:
             spec = RequestFields.model_validate({**request, "endpoint": None})
             if facts["format"] == "triton":
@@ -237,16 +237,13 @@ def run_llmapi(ctx) -> None:
                 if spec.stream:
                     payload["streaming"] = True
                 answer = generate(server.http_url, "tensorrt_llm", payload, stream=spec.stream)
-                record("tensorrt_llm", spec, answer.status, answer.text, answer.error, None, answer.seconds)
+                session.record("tensorrt_llm", spec, answer.status, answer.text, answer.error, None, answer.seconds)
                 continue
             for route in ("completions", "chat/completions"):
                 answer = openai(server.http_url, route, "model", spec.prompt, spec.max_tokens)
-                record(f"v1/{route}", spec, answer["status"], answer["text"], answer["error"], answer["tokens"],
-                       answer["seconds"])
-    report = {"lane": ctx.lane, "format": facts["format"], "passed": not failed, "requests": results}
-    (ctx.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    if failed:
-        raise LLMBuildError("smoke checks failed: " + "; ".join(failed))
+                session.record(f"v1/{route}", spec, answer["status"], answer["text"], answer["error"],
+                               answer["tokens"], answer["seconds"])
+    session.finish({"lane": ctx.lane, "format": facts["format"]})
 
 
 def check_serving_versions(ctx: KindContext, repository: dict) -> None:

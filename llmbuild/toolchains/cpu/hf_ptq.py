@@ -14,7 +14,6 @@ int4_awq, ...) and a quantized KV cache need ModelOpt's calibration on a GPU: th
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
