@@ -306,3 +306,15 @@ def test_smoke_names_a_triton_config_the_launcher_dropped():
         "Triton loaded tensorrt_llm with max_batch_size 0 but model.yaml's triton_config says 4",
         "Triton loaded tensorrt_llm with decoupled False but model.yaml's triton_config says True"]
     assert all("--disable-auto-complete-config" in p for p in problems)
+
+
+@pytest.mark.parametrize("knob", ['entrypoint = "tensorrt_llm_bls"', "exclude_input_in_output = false",
+                                  'tokenizer = "hf"'])
+def test_engine_lane_repository_knobs_are_refused(make_workspace, knob):
+    ws = make_workspace()
+    ws.add_model("tiny", TINY_HF, ENGINE.format(extra="") + f'\n[repository.repository]\nengine = ":engine"\n{knob}\n')
+    proc = ws.llmbuild("plan", check=False)
+    name = knob.split(" ")[0]
+    assert proc.returncode != 0
+    assert (f"llmbuild: error: models/tiny/BUILD.toml: [repository.repository]: {name}: {name} is a knob of the "
+            f"engine lane's five-model repository") in proc.stderr

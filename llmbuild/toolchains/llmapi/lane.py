@@ -71,9 +71,8 @@ NOT_ENGINE_SETTINGS = {"description", "tags", "lanes", "container", "gpus", "che
 SERVING_KEYS = {"kv_cache_config.free_gpu_memory_fraction": "kv_cache_free_gpu_mem_fraction",
                 "triton_config": "decoupled / triton_max_batch_size"}
 #: repository fields that mean something for the llmapi lane; the others must stay at their defaults.
-LLMAPI_REPOSITORY_KNOBS = {"decoupled", "triton_max_batch_size", "kv_cache_free_gpu_mem_fraction",
-                           "exclude_input_in_output", "serve_root", "format", "engine", "tokenizer",
-                           "trtllm_version", "description", "tags", "lanes"}
+LLMAPI_REPOSITORY_KNOBS = {"decoupled", "triton_max_batch_size", "kv_cache_free_gpu_mem_fraction", "format",
+                           "engine", "trtllm_version", "description", "tags", "lanes"}
 
 
 def engine_free_version(name: str) -> str | None:
@@ -287,9 +286,9 @@ def check_repository(ctx) -> None:
     f = ctx.fields
     for name, info in type(f).model_fields.items():
         if name not in LLMAPI_REPOSITORY_KNOBS and getattr(f, name) != info.get_default(call_default_factory=True):
-            raise ctx.error(f"{name} is a knob of the C++ tensorrtllm backend's repository; the engine-free lane "
-                            f"(TensorRT-LLM >= {ENGINE_FREE_SINCE}) serves one llmapi model, trtllm-serve or Dynamo "
-                            f"and has no such setting", key=name)
+            raise ctx.error(f"{name} is a knob of the engine lane's five-model repository; the engine-free lane "
+                            f"(TensorRT-LLM >= {ENGINE_FREE_SINCE}) serves the checkpoint's own tokenizer with one "
+                            f"llmapi model, trtllm-serve or Dynamo and has no such setting", key=name)
     if f.format != "triton" and (f.decoupled or f.triton_max_batch_size is not None):
         raise ctx.error(f"decoupled / triton_max_batch_size are the Triton llmapi model's triton_config; "
                         f"format {f.format!r} has none", key="decoupled" if f.decoupled else "triton_max_batch_size")
