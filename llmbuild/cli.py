@@ -1,6 +1,7 @@
 """`llmbuild`: look at what doit would do without doing it; for CI, build what a change affects.
 
-    llmbuild plan [--json] [--lane cpu|gpu] [SPEC...]   the steps (lane, program, argv) of each target
+    llmbuild plan [--json] [--lane cpu|gpu] [--trtllm-version V] [SPEC...]
+                                                        the steps (lane, program, argv) of each target
     llmbuild render ADDRESS --out DIR [--lane cpu|gpu] the files a repository target would produce
     llmbuild explain [--lane cpu|gpu] SPEC...           why each would rebuild (or not)
     llmbuild graph [--format dot|mermaid|png] [--lane cpu|gpu] [SPEC...]
@@ -44,8 +45,11 @@ def _load(args, *, verify_sources: bool = False) -> Workspace:
     environ = dict(os.environ)
     if getattr(args, "lane", None):
         environ["LLMBUILD_LANE"] = args.lane
-    ws = load_workspace(Path(args.workspace) if args.workspace else None, environ,
-                        verify_sources=verify_sources)
+    if getattr(args, "trtllm_version", None):
+        environ["LLMBUILD_TRTLLM_VERSION_OVERRIDE"] = args.trtllm_version
+    # under a forced version a target that cannot move shows its error; the others still load
+    ws = load_workspace(Path(args.workspace) if args.workspace else None, environ, verify_sources=verify_sources,
+                        keep_going=bool(environ.get("LLMBUILD_TRTLLM_VERSION_OVERRIDE")))
     for warning in ws.warnings:
         print(f"llmbuild: {warning}", file=sys.stderr)
     return ws
@@ -166,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("specs", nargs="*", metavar="SPEC")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     _lane_option(plan)
+    plan.add_argument("--trtllm-version", metavar="V", help="plan every target for TensorRT-LLM V, over its "
+                      "container's and its own version (e.g. 1.3.0rc29: the engine-free lane)")
     plan.set_defaults(func=cmd_plan)
 
     render = sub.add_parser("render", help="write the files a repository target would produce, "

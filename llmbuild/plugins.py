@@ -24,6 +24,7 @@ from .executors.ray_cluster import SUBSYSTEM as EXECUTOR_SUBSYSTEM, ExecutorSett
 from .remote.settings import SUBSYSTEM as REMOTE_SUBSYSTEM, RemoteCacheSettings
 from .toolchains.cpu.toolchain import CpuToolchain
 from .toolchains.subsystem import CONTAINER_FIELD, SUBSYSTEM, ToolchainSettings, gpu_pool
+from .toolchains.llmapi.lane import engine_free_version
 from .toolchains.trtllm import flags
 from .toolchains.trtllm.toolchain import TrtllmToolchain
 
@@ -68,8 +69,9 @@ class DefaultPlugins:
         options = self.options(ws)
         container = target.deps.get(CONTAINER_FIELD)
         declared = ws.facts(container) if container is not None else {}
-        version = flags.resolve_version(declared.get("trtllm_version") or options.trtllm_version
-                                        or flags.DEFAULT_VERSION)
+        version = resolve_version(options.trtllm_version_override or getattr(target.fields, "trtllm_version", None)
+                                  or declared.get("trtllm_version") or options.trtllm_version
+                                  or flags.DEFAULT_VERSION)
         tensorrt = declared.get("tensorrt_version")
         cache_key = (ws.lane, version, tensorrt, options.model_dump_json())
         if cache_key not in self._toolchains:
@@ -122,11 +124,16 @@ class DefaultPlugins:
         return ray_builder(ws, options, self.remote_cache(ws))
 
 
+def resolve_version(name: str) -> str:
+    """An engine-free version (>= 1.3.0rc21) its LLM-API table knows, else one of the flag tables'."""
+    return engine_free_version(name) or flags.resolve_version(name)
+
+
 def load_workspace(start: Path | None = None, environ: Mapping[str, str] | None = None, *,
-                   verify_sources: bool = True, cwd: Path | None = None) -> Workspace:
+                   verify_sources: bool = True, cwd: Path | None = None, keep_going: bool = False) -> Workspace:
     """A workspace loaded with llmbuild's own plugins (what `doit` and `llmbuild` use)."""
     ws = Workspace.load(start, dict(environ) if environ is not None else None, plugins=DefaultPlugins(),
-                        verify_sources=verify_sources, cwd=cwd)
+                        verify_sources=verify_sources, cwd=cwd, keep_going=keep_going)
     options = DefaultPlugins.options(ws)
     use_patterns(options.secret_env)
     for kind in options.timeouts:

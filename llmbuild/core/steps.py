@@ -51,3 +51,6 @@ class Plan:
     #: GPUs the target holds while it runs, taken from the host's pool: how many (any free
     #: ones), or exactly these IDs. Not in the key: which devices ran a build does not change it.
     gpus: int | tuple[int, ...] = 0
+    #: Files the kind writes itself, {name: text}, shown by `llmbuild plan` (e.g. a generated YAML).
+    #: Not in the key: the params they come from are.
+    files: dict[str, str] = field(default_factory=dict)

@@ -55,22 +55,25 @@ class Workspace:
 
     @classmethod
     def load(cls, start: Path | None = None, environ: dict[str, str] | None = None, *,
-             plugins: Plugins, verify_sources: bool = True, cwd: Path | None = None) -> Workspace:
+             plugins: Plugins, verify_sources: bool = True, cwd: Path | None = None,
+             keep_going: bool = False) -> Workspace:
         """verify_sources=False (plan, render): sources need not exist on this machine.
         `cwd` (default: `start`): the directory command-line specs are relative to; outside
-        the workspace, its root."""
+        the workspace, its root. keep_going: a target whose check fails gets that error as its
+        `failure` instead of failing the load (a plan under another version shows each target's
+        own error)."""
         start = (start or Path.cwd()).resolve()
         root = find_workspace_root(start)
         ws = cls(root, load_settings(root, environ, plugins.subsystems), plugins)
         here = (cwd or start).resolve()
         if here.is_relative_to(ws.root) and here != ws.root:
             ws.cwd = here.relative_to(ws.root).as_posix()
-        ws._load_targets(verify_sources)
+        ws._load_targets(verify_sources, keep_going)
         return ws
 
     # -- loading ---------------------------------------------------------------------------
 
-    def _load_targets(self, verify_sources: bool = True) -> None:
+    def _load_targets(self, verify_sources: bool = True, keep_going: bool = False) -> None:
         self.verify_sources = verify_sources
         for bad in self.data_roots:
             if not bad.is_absolute():
@@ -85,12 +88,17 @@ class Workspace:
         self.targets_by_name = {str(t.address): t for t in self.order}
         for target in self.order:  # dependencies first: their facts are known when asked for
             self._resolve_sources(target)
-            target.unavailable = self._unavailable(target)
-            target.sources.update(target.kind.derived_sources(self.context(target)))
-            if target.unavailable is None:
-                if verify_sources:
-                    self._check_sources_exist(target)
-                self._verify(target)
+            try:
+                target.unavailable = self._unavailable(target)
+                target.sources.update(target.kind.derived_sources(self.context(target)))
+                if target.unavailable is None:
+                    if verify_sources:
+                        self._check_sources_exist(target)
+                    self._verify(target)
+            except LLMBuildError as err:
+                if not keep_going:
+                    raise
+                target.failure = target.failure or str(err)
 
     def _verify(self, target: Target) -> None:
         """Check and plan the target (an argv the declared TensorRT-LLM version refuses fails

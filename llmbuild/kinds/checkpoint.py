@@ -16,6 +16,7 @@ from ..core.errors import LLMBuildError
 from ..core.steps import OUT, PathArg, Plan, Step
 from ..core.context import KindContext
 from ..core.target import FieldGroup, Flag, Kind, Source, flag_values, register
+from ..toolchains.llmapi import lane as llmapi
 from ..toolchains.subsystem import ToolFields
 from ..toolchains.trtllm import flags
 from ..toolchains.trtllm.command import flag_args
@@ -149,12 +150,17 @@ class Checkpoint(Kind):
         model = read_model_config(ctx) if present else {}
         return {"dtype": f.dtype or model.get("torch_dtype") or model.get("dtype") or "auto", "tp_size": f.tp_size,
                 "pp_size": f.pp_size, "world_size": f.tp_size * f.pp_size, "model": model,
-                "source_dir": ctx.sources["source"]}
+                "source_dir": ctx.sources["source"], "declared_dtype": f.dtype, "moe_tp_size": f.moe_tp_size,
+                "moe_ep_size": f.moe_ep_size,
+                # engine-free lane: where the served weights are (a passthrough's source, else the output)
+                "weights": ctx.sources["source"] if f.quantization is None else None}
 
     def check(self, ctx):
         f: CheckpointFields = ctx.fields
         if f.gpus is not None:
             check_pool(ctx, len(f.gpus), "listed in gpus")
+        if ctx.toolchain.engine_free:
+            llmapi.check_checkpoint(ctx)
         model = ctx.own_facts()["model"]
         if not model:  # source not present (plan/render without data): nothing to check against
             return
@@ -187,6 +193,8 @@ class Checkpoint(Kind):
 
     def plan(self, ctx):
         f: CheckpointFields = ctx.fields
+        if ctx.toolchain.engine_free:  # no converter: pass through, or ModelOpt's hf_ptq.py
+            return llmapi.checkpoint_plan(ctx, gpu_demand(ctx, 1 if f.quantization else 0))
         version = ctx.toolchain.trtllm_version
         io = ["--model_dir", PathArg("source", "source"), "--output_dir", OUT]
         tool = CONVERTERS[f.family] if f.quantization is None else QUANTIZE
@@ -201,3 +209,9 @@ class Checkpoint(Kind):
         except LLMBuildError as err:
             raise ctx.error(err.message) from None
         return Plan(params={"tool": tool, **passed}, steps=(step,), gpus=gpu_demand(ctx, 0))
+
+    def run(self, ctx):
+        if ctx.toolchain.engine_free and ctx.fields.quantization is None:
+            llmapi.write_passthrough(ctx)
+        else:
+            super().run(ctx)

@@ -17,6 +17,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from ..core.context import KindContext
 from ..core.steps import OUT, PathArg, Plan, Step
 from ..core.target import FieldGroup, Flag, Kind, Ref, Source, flag_values, register
+from ..toolchains.llmapi import lane as llmapi
 from ..toolchains.subsystem import ToolFields
 from ..toolchains.trtllm import flags
 from ..toolchains.trtllm.build_config import BuildConfigError, build_config, hf_rotary_scaling
@@ -155,7 +156,11 @@ class EngineFields(ToolFields):
                          Flag("log_level")] = Field(
         None, description="--log_level: how much trtllm-build logs (default info; trace in 1.x).")
     lora: Lora | None = Field(None, description="Build with the LoRA plugin, e.g. { max_rank = 32 } "
-                              "(default: no LoRA).")
+                              "(default: no LoRA); in the engine-free lane enable_lora + lora_config.max_lora_rank.")
+    llm_args: dict[str, Any] | None = Field(
+        None, description="Engine-free lane (TensorRT-LLM >= 1.3.0rc21) only: further TorchLlmArgs keys passed "
+        "through to the LLM-API YAML, nested tables as in the YAML, e.g. { cuda_graph_config = { max_batch_size = "
+        "16 } }; checked against the version's table (unknown or moved keys are errors).")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -192,6 +197,11 @@ class Engine(Kind):
         return argv, passed, parsed
 
     def facts(self, ctx):
+        if ctx.toolchain.engine_free:  # no engine: the LLM-API options YAML
+            return llmapi.engine_facts(ctx)
+        return self._engine_facts(ctx)
+
+    def _engine_facts(self, ctx):
         """The engine's config.json as trtllm-build will write it for this argv (the same model
         the CPU stand-in builds with), so a repository can be generated and checked before the
         engine exists; where its tokenizer is; and the toolchain that builds it (an engine only
@@ -224,6 +234,13 @@ class Engine(Kind):
     def check(self, ctx):
         f: EngineFields = ctx.fields
         facts = ctx.own_facts()
+        if ctx.toolchain.engine_free:
+            check_gpus(ctx, facts["world_size"], str(ctx.dep("checkpoint").address))
+            return
+        if f.llm_args is not None:
+            raise ctx.error(f"llm_args is for the engine-free lane (TensorRT-LLM >= {llmapi.ENGINE_FREE_SINCE}); "
+                            f"this engine is built by trtllm-build of TensorRT-LLM {ctx.toolchain.trtllm_version}",
+                            key="llm_args")
         build = facts["config"]["build_config"]
         if f.max_input_len and build["max_seq_len"] and f.max_input_len > build["max_seq_len"]:
             ctx.warn(f"max_input_len ({f.max_input_len}) is larger than max_seq_len "
@@ -237,11 +254,19 @@ class Engine(Kind):
             estimate_memory(ctx)
 
     def plan(self, ctx):
+        if ctx.toolchain.engine_free:
+            return llmapi.engine_plan(ctx)
         argv, passed, _ = self._argv(ctx)
         world = ctx.facts_of("checkpoint")["world_size"]
         step = Step(TOOL, tuple(argv), gpus=world)
         return Plan(params=passed, steps=(step,), extra_identity=ctx.toolchain.device_identity(),
                     gpus=gpu_demand(ctx, world))
+
+    def run(self, ctx):
+        if ctx.toolchain.engine_free:
+            llmapi.write_engine(ctx)
+        else:
+            super().run(ctx)
 
 
 #: TensorRT-LLM LoRA module -> Hugging Face (PEFT) module name, as its HF LoRA loader maps them.

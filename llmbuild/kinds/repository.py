@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from ..core.digests import code_digest
 from ..core.steps import Plan
-from ..core.target import Kind, Ref, Source, TargetFields, register
+from ..core.target import Kind, Ref, Source, register
+from ..toolchains.llmapi import lane as llmapi
+from ..toolchains.subsystem import VersionFields
 from ..triton.options import ServingOptions
 
 # Generating a repository needs tritonclient's protobufs (a slow import): imported when a target
@@ -29,7 +31,7 @@ GENERATOR = (TRITON_CODE, *sorted((TRITON_CODE / "backend").glob("*.json")),
              TRITON_CODE.parent / "toolchains" / "trtllm" / "build_config.py")
 
 
-class RepositoryFields(TargetFields, ServingOptions):
+class RepositoryFields(VersionFields, ServingOptions):
     """A Triton model repository for an engine; the other fields are the Triton knobs."""
 
     engine: Annotated[str, Ref("engine")] = Field(description="The engine target to serve.")
@@ -38,6 +40,11 @@ class RepositoryFields(TargetFields, ServingOptions):
     exclude_input_in_output: bool | None = Field(
         True, description="tensorrt_llm exclude_input_in_output: answers hold only the new tokens "
                           "(llama.md's choice).")
+    format: Literal["triton", "trtllm-serve", "dynamo"] = Field(
+        "triton", description="Engine-free lane (TensorRT-LLM >= 1.3.0rc21): triton (the llmapi model: "
+        "tensorrt_llm/config.pbtxt + 1/model.yaml + our model.py), trtllm-serve (config.yaml + serve.json with "
+        "the trtllm-serve argv) or dynamo (engine_args.yaml + serve.json with the dynamo.trtllm argv). The "
+        "engine lane writes the five-model Triton repository (triton only).")
 
 
 def check_tokenizer(ctx) -> None:
@@ -74,11 +81,15 @@ class Repository(Kind):
     help = "Engine -> Triton model repository (five config.pbtxt, generated and checked)."
 
     def derived_sources(self, ctx):
-        if ctx.fields.tokenizer is None:
-            return {"tokenizer": ctx.facts_of("engine")["tokenizer_dir"]}
-        return {}
+        engine = ctx.facts_of("engine")
+        derived = {"tokenizer": engine["tokenizer_dir"]} if ctx.fields.tokenizer is None else {}
+        if engine.get("weights"):  # engine-free lane: the Hugging Face weights served as they are
+            derived["weights"] = engine["weights"]
+        return derived
 
     def facts(self, ctx):
+        if ctx.facts_of("engine").get("engine_free"):
+            return llmapi.repository_facts(ctx)
         f = ctx.fields
         engine = ctx.dep("engine")
         build = engine.facts["config"]["build_config"]
@@ -96,10 +107,20 @@ class Repository(Kind):
             raise ctx.error(f"{err.message} (engine {ctx.dep('engine').address})", key=err.key) from None
 
     def check(self, ctx):
-        self._configs(ctx, ctx.facts_of("engine")["config"])
+        if ctx.facts_of("engine").get("engine_free"):
+            llmapi.check_repository(ctx)
+            llmapi.repository_files(ctx, ctx.lane)
+        elif ctx.fields.format != "triton":
+            raise ctx.error(f"format {ctx.fields.format!r} needs the engine-free lane (TensorRT-LLM >= "
+                            f"{llmapi.ENGINE_FREE_SINCE}); {ctx.dep('engine').address} is a TensorRT engine",
+                            key="format")
+        else:
+            self._configs(ctx, ctx.facts_of("engine")["config"])
         check_tokenizer(ctx)
 
     def plan(self, ctx):
+        if ctx.facts_of("engine").get("engine_free"):
+            return self._llmapi_plan(ctx)
         options = ctx.fields.model_dump(include=set(ServingOptions.model_fields))
         from ..triton.repository import CPU_RUNTIME_SOURCE
 
@@ -107,7 +128,20 @@ class Repository(Kind):
         return Plan(params={"lane": ctx.lane, "serving": options},
                     extra_identity={"generator": code_digest(*code)})
 
+    def _llmapi_plan(self, ctx):
+        f = ctx.fields
+        knobs = {name: getattr(f, name) for name in ("decoupled", "triton_max_batch_size",
+                                                       "kv_cache_free_gpu_mem_fraction")}
+        files = llmapi.repository_files(ctx, ctx.lane)
+        code = (llmapi.LLMAPI_MODEL, Path(llmapi.__file__)) + ((llmapi.CPU_RUNTIME,) if ctx.lane == "cpu" else ())
+        return Plan(params={"lane": ctx.lane, "format": f.format, "serving": knobs},
+                    extra_identity={"generator": code_digest(*code)},
+                    files={k: v for k, v in files.items() if not k.endswith(".py")})
+
     def run(self, ctx):
+        if ctx.facts_of("engine").get("engine_free"):
+            llmapi.write_repository(ctx)
+            return
         engine_dir = ctx.dep_out("engine")
         engine_config = json.loads((engine_dir / "config.json").read_text())
         configs = self._configs(ctx, engine_config)
@@ -117,6 +151,9 @@ class Repository(Kind):
                          tokenizer_dir=ctx.sources["tokenizer"], lane=ctx.lane)
 
     def render(self, ctx, out):
+        if ctx.facts_of("engine").get("engine_free"):
+            llmapi.write_files(out, llmapi.repository_files(ctx, ctx.lane))
+            return
         configs = self._configs(ctx, ctx.facts_of("engine")["config"])
         from ..triton.repository import write_repository
 

@@ -107,6 +107,9 @@ class Smoke(Kind):
     help = "Serve a repository with Triton and check /generate answers."
 
     def unavailable(self, ctx):
+        if ctx.facts_of("repository").get("format") == "dynamo":
+            return ("a dynamo repository is not smoke-tested by llmbuild (run serve.json's argv where Dynamo "
+                    "runs, or smoke the same engine with format = \"triton\" or \"trtllm-serve\")")
         return ctx.serving_unavailable()
 
     def check(self, ctx):
@@ -114,6 +117,8 @@ class Smoke(Kind):
         repository = repository_dep.facts
         for index, request in enumerate(ctx.fields.all_requests()):
             prefix = "" if index == 0 and ctx.fields.prompt is not None else f"requests[{index}]."
+            if repository.get("engine_free"):
+                check_llmapi_request(ctx, request, repository, prefix)
             if request.stream and not repository["decoupled"]:
                 raise ctx.error(
                     f"streaming needs a decoupled repository, but {repository_dep.address} "
@@ -136,18 +141,15 @@ class Smoke(Kind):
                     gpus=gpu_demand(ctx, repository["world_size"]))
 
     def run(self, ctx):
+        if ctx.facts_of("repository").get("engine_free"):
+            return run_llmapi(ctx)
         repository = ctx.dep_out("repository")
         count_tokens = _token_counter(repository / "preprocessing" / "1" / "tokenizer")
-        results, failed, said = [], [], []
-
-        def say(line: str) -> None:
-            _say(ctx, line)
-            said.append(f"llmbuild: {line}\n")
-
+        session = _Session(ctx)
         world_size = ctx.facts_of("repository")["world_size"]
         # Triton writes the attempt's log; our lines follow once it has stopped
-        with _appended_after(ctx.log, said), _linked_copy(repository, ctx.work / "repository") as served, \
-                ctx.serve(served, log_path=ctx.log, world_size=world_size, progress=say) as server:
+        with _appended_after(ctx.log, session.said), _linked_copy(repository, ctx.work / "repository") as served, \
+                ctx.serve(served, log_path=ctx.log, world_size=world_size, progress=session.say) as server:
             from ..toolchains.client import generate
 
             for request in ctx.plan.params["requests"]:
@@ -162,20 +164,89 @@ class Smoke(Kind):
                 tokens = answer.generated_tokens
                 if tokens is None and answer.status == 200:
                     tokens = count_tokens(answer.text)
-                problems = check_answer(spec, answer.status, answer.text, answer.error, tokens)
-                results.append({"endpoint": request["endpoint"], "prompt": spec.prompt,
-                                "stream": spec.stream, "status": answer.status, "text": answer.text,
-                                "error": answer.error, "tokens": tokens,
-                                "latency_ms": round(answer.seconds * 1000, 1), "ok": not problems,
-                                "problems": problems})
-                say(f"{request['endpoint']}{' (stream)' if spec.stream else ''} "
-                    f"{spec.prompt!r} -> {answer.text or answer.error!r} "
-                    f"[{tokens} tokens, {answer.seconds * 1000:.0f} ms] {'; '.join(problems) or 'ok'}")
-                failed += [f"request {len(results)}: {p}" for p in problems]
-        report = {"lane": ctx.lane, "passed": not failed, "requests": results}
-        (ctx.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        if failed:
-            raise LLMBuildError("smoke checks failed: " + "; ".join(failed))
+                session.record(request["endpoint"], spec, answer.status, answer.text, answer.error, tokens,
+                               answer.seconds)
+        session.finish({"lane": ctx.lane})
+
+
+class _Session:
+    """The answers of one smoke: each checked, said on the console and in the log, and reported."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.results: list[dict] = []
+        self.failed: list[str] = []
+        self.said: list[str] = []  # appended to the log once the server has stopped
+
+    def say(self, line: str) -> None:
+        _say(self.ctx, line)
+        self.said.append(f"llmbuild: {line}\n")
+
+    def record(self, endpoint: str, spec: RequestFields, status: int, text: str, error: str | None,
+               tokens: int | None, seconds: float) -> None:
+        problems = check_answer(spec, status, text, error, tokens)
+        self.results.append({"endpoint": endpoint, "prompt": spec.prompt, "stream": spec.stream, "status": status,
+                             "text": text, "error": error, "tokens": tokens, "latency_ms": round(seconds * 1000, 1),
+                             "ok": not problems, "problems": problems})
+        self.say(f"{endpoint}{' (stream)' if spec.stream else ''} {spec.prompt!r} -> {text or error!r} "
+                 f"[{tokens} tokens, {seconds * 1000:.0f} ms] {'; '.join(problems) or 'ok'}")
+        self.failed += [f"request {len(self.results)}: {p}" for p in problems]
+
+    def finish(self, head: dict) -> None:
+        """Write report.json; fail when any check failed."""
+        report = {**head, "passed": not self.failed, "requests": self.results}
+        (self.ctx.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        if self.failed:
+            raise LLMBuildError("smoke checks failed: " + "; ".join(self.failed))
+
+
+def check_llmapi_request(ctx: KindContext, request: RequestFields, repository: dict, prefix: str) -> None:
+    """What a request to the llmapi model or trtllm-serve can ask for."""
+    fmt = repository["format"]
+    if request.endpoint is not None:
+        raise ctx.error(f"endpoint {request.endpoint!r} is a model of the engine lane's repository; the engine-free "
+                        f"lane serves one model ({'tensorrt_llm' if fmt == 'triton' else 'the OpenAI endpoints'})",
+                        key=prefix + "endpoint")
+    for name in ("bad_words", "stop_words"):
+        if getattr(request, name):
+            raise ctx.error(f"{name} is an input of the engine lane's ensemble; the llmapi model and trtllm-serve "
+                            f"smokes send a prompt and max_tokens", key=prefix + name)
+    if request.stream and fmt != "triton":
+        raise ctx.error("stream: the trtllm-serve smoke sends non-streamed /v1/completions and "
+                        "/v1/chat/completions requests", key=prefix + "stream")
+
+
+def run_llmapi(ctx) -> None:
+    """The engine-free lane's smoke: Triton's llmapi model through /v2/models/tensorrt_llm/generate[_stream]
+    (its loaded config read back first), or trtllm-serve's /v1/completions and /v1/chat/completions.
+    Token counts are what the server reports (trtllm-serve's usage); the llmapi model's tensors carry
+    none, and re-tokenizing its text does not give them back exactly."""
+    from ..toolchains.client import generate
+    from ..toolchains.llmapi.serving import config_problems, openai
+
+    facts = ctx.facts_of("repository")
+    session = _Session(ctx)
+    with _appended_after(ctx.log, session.said), \
+            _linked_copy(ctx.dep_out("repository"), ctx.work / "repository") as served, \
+            ctx.serve(served, log_path=ctx.log, world_size=facts["world_size"], progress=session.say) as server:
+        if facts["format"] == "triton":
+            for problem in config_problems(server.http_url, facts["triton_config"]):
+                session.failed.append(problem)
+                session.say(problem)
+        for request in ctx.plan.params["requests"]:
+            spec = RequestFields.model_validate({**request, "endpoint": None})
+            if facts["format"] == "triton":
+                payload = {"text_input": spec.prompt, "sampling_param_max_tokens": spec.max_tokens}
+                if spec.stream:
+                    payload["streaming"] = True
+                answer = generate(server.http_url, "tensorrt_llm", payload, stream=spec.stream)
+                session.record("tensorrt_llm", spec, answer.status, answer.text, answer.error, None, answer.seconds)
+                continue
+            for route in ("completions", "chat/completions"):
+                answer = openai(server.http_url, route, "model", spec.prompt, spec.max_tokens)
+                session.record(f"v1/{route}", spec, answer["status"], answer["text"], answer["error"],
+                               answer["tokens"], answer["seconds"])
+    session.finish({"lane": ctx.lane, "format": facts["format"]})
 
 
 def check_serving_versions(ctx: KindContext, repository: dict) -> None:

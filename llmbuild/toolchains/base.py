@@ -40,6 +40,20 @@ class BaseToolchain:
     def _identity(self) -> dict[str, Any]:
         return {}
 
+    @cached_property
+    def engine_free(self) -> bool:
+        """TensorRT-LLM >= 1.3.0rc21: no engines; kinds take the LLM-API lane (toolchains/llmapi)."""
+        from .llmapi.tables import is_engine_free
+
+        return is_engine_free(self.trtllm_version)
+
+    @cached_property
+    def llmapi_table(self) -> Any:
+        """The version's LLM-API table (TorchLlmArgs keys, trtllm-serve options, the llmapi model)."""
+        from .llmapi.tables import table_for
+
+        return table_for(self.trtllm_version)
+
     def program(self, tool: str) -> Program:
         raise NotImplementedError
 

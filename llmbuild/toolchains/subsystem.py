@@ -33,6 +33,9 @@ class HostSettings(BaseModel):
     trtllm_root: str = Field(
         "/app/tensorrt_llm",
         description="TensorRT-LLM source checkout holding examples/ (the path inside NGC images).")
+    modelopt_root: str = Field(
+        "/app/Model-Optimizer", description="ModelOpt (Model-Optimizer) checkout holding examples/llm_ptq/hf_ptq.py, "
+        "the engine-free lane's quantization.")
     tensorrt_version: str | None = Field(
         None, description="TensorRT version installed here (a container target declares its own).")
     gpu_arch: str | None = Field(
@@ -64,7 +67,11 @@ class ToolchainSettings(BaseModel):
     lane: Literal["cpu", "gpu"] = Field(
         "cpu", description="cpu: llmbuild's CPU stand-ins; gpu: the real TensorRT-LLM tools.")
     trtllm_version: str | None = Field(
-        None, description="The TensorRT-LLM version the toolchain stands for (default: llmbuild's default).")
+        None, description="The TensorRT-LLM version the toolchain stands for (default: llmbuild's default); "
+        "1.3.0rc21 and later take the engine-free LLM-API lane.")
+    trtllm_version_override: str | None = Field(
+        None, description="A TensorRT-LLM version forced on every target, over its container's and its own "
+        "trtllm_version (what `llmbuild plan --trtllm-version` sets): shows what each target becomes there.")
     container: str | None = Field(
         None, description="Address of the container target (e.g. 'toolchains/trtllm:image') whose "
         "image runs every step that does not name its own container.")
@@ -138,6 +145,7 @@ class ToolchainSettings(BaseModel):
 SUBSYSTEM = Subsystem(ToolchainSettings, env={
     "LLMBUILD_LANE": "lane",
     "LLMBUILD_TRTLLM_VERSION": "trtllm_version",
+    "LLMBUILD_TRTLLM_VERSION_OVERRIDE": "trtllm_version_override",
     "LLMBUILD_TOOLCHAINS_DIR": "toolchains_dir",
     "LLMBUILD_GPUS": "gpus",
     "LLMBUILD_SECRET_ENV": "secret_env",
@@ -172,7 +180,15 @@ def nvidia_smi_gpus() -> int:
     return sum(line.startswith("GPU ") for line in listed.stdout.splitlines())
 
 
-class ToolFields(TargetFields):
+class VersionFields(TargetFields):
+    """The TensorRT-LLM version a target is built for, when it is not its container's or the workspace's."""
+
+    trtllm_version: str | None = Field(
+        None, description="TensorRT-LLM version this target's toolchain stands for (default: its container's, "
+        "else trtllm_version in [tool.llmbuild]); 1.3.0rc21 and later build in the engine-free LLM-API lane.")
+
+
+class ToolFields(VersionFields):
     """Fields of kinds that run programs: which container image runs them, on which GPUs."""
 
     container: Annotated[str | None, Ref("container")] = Field(

@@ -560,6 +560,28 @@ class CpuEngine:
         model = _hf_model(pretrained, merge_ranks(pretrained, ranks))
         return cls(config, model, engine_dir)
 
+    @classmethod
+    def from_hf(cls, model_dir, *, max_batch_size: int = 2048, max_seq_len: int | None = None,
+                max_input_len: int | None = None) -> "CpuEngine":
+        """A Hugging Face checkpoint run as it is (the engine-free lane: no engine, the LLM API's
+        limits given by its options), in float32."""
+        import transformers
+
+        model_dir = Path(model_dir)
+        with open(model_dir / "config.json", encoding="utf-8") as f:
+            hf = json.load(f)
+        quant = model_dir / "hf_quant_config.json"
+        algo = json.loads(quant.read_text()).get("quantization", {}).get("quant_algo") if quant.is_file() else None
+        if hf.get("quantization_config") or algo:
+            raise NotACpuEngineError(f"{model_dir} is a quantized checkpoint; the CPU lane runs full precision only")
+        seq = int(max_seq_len or hf.get("max_position_embeddings") or 2048)
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        model.eval()
+        config = {"build_config": {"max_batch_size": max_batch_size, "max_seq_len": seq,
+                                   "max_input_len": int(max_input_len or seq - 1)},
+                  "pretrained_config": {"vocab_size": hf["vocab_size"], "architecture": (hf.get("architectures") or ["?"])[0]}}
+        return cls(config, model, model_dir)
+
     def _forward(self, ids: torch.Tensor, cache):
         """One model call (serialised: requests on several threads share the model)."""
         with self._lock, torch.inference_mode():

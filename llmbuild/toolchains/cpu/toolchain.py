@@ -17,7 +17,7 @@ from ._common import TEST_BUILD_SECONDS
 
 #: The CPU Triton server and its install serve and build nothing: not part of the stand-ins'
 #: identity (a change to them must not rebuild checkpoints and engines).
-SERVING_SOURCES = ("server.py", "install.py", "toolchain.py")
+SERVING_SOURCES = ("server.py", "install.py", "toolchain.py", "openai_server.py")
 #: trtllm-build's configuration model, which the trtllm-build stand-in writes config.json with.
 BUILD_CONFIG_SOURCE = Path(__file__).parent.parent / "trtllm" / "build_config.py"
 
@@ -25,6 +25,7 @@ STAND_INS = {
     "convert_checkpoint.py:llama": "llmbuild.toolchains.cpu.convert_checkpoint",
     "quantize.py": "llmbuild.toolchains.cpu.quantize",
     "trtllm-build": "llmbuild.toolchains.cpu.trtllm_build",
+    "hf_ptq.py": "llmbuild.toolchains.cpu.hf_ptq",  # ModelOpt's, the engine-free lane's quantization
 }
 
 
@@ -53,12 +54,19 @@ class CpuToolchain(BaseToolchain):
     def server_identity(self) -> dict[str, Any]:
         from .install import TRITON_VERSION
 
-        return {"tritonserver": TRITON_VERSION}
+        return {"tritonserver": TRITON_VERSION,
+                "trtllm_serve_stand_in": code_digest(Path(__file__).parent / "openai_server.py")}
 
     def serve(self, repository: Path, *, executor: Executor, log_path: Path, progress, world_size: int,
               gpus: tuple[int, ...] = ()):
         """The real Triton from the nvidia-pytriton wheel, installed under the cache on first use,
-        on this host whatever executor runs the build steps (seeing the GPUs the smoke holds)."""
+        on this host whatever executor runs the build steps (seeing the GPUs the smoke holds); for a
+        repository with a serve.json (trtllm-serve), the OpenAI-compatible stand-in on its argv."""
+        if (repository / "serve.json").is_file():
+            from .openai_server import OpenAIStandIn
+
+            progress("starting the CPU-lane trtllm-serve stand-in (llmbuild's PyTorch runtime, not TensorRT-LLM)")
+            return OpenAIStandIn(repository, log_path=log_path, environment=device_env(gpus))
         from .install import ensure_cpu_triton
         from .server import TritonServer
 

@@ -3,6 +3,7 @@ quantize.py) and Triton's TensorRT-LLM backend, wherever an executor runs them."
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any, Iterator
 from ...core.errors import LLMBuildError
 from ...core.protocols import Executor, Program
 from ..base import BaseToolchain
+from ..llmapi.lane import PTQ, SERVE_FILE, SERVE_PORT
 from . import flags
 
 TRITON_HTTP_PORT = 8000
@@ -23,6 +25,8 @@ class TrtllmToolchain(BaseToolchain):
     tensorrt_llm_runtime = True
 
     def program(self, tool: str) -> Program:
+        if tool == PTQ:  # ModelOpt's, not TensorRT-LLM's
+            return Program((self.host.python, f"{self.host.modelopt_root.rstrip('/')}/examples/llm_ptq/{PTQ}"))
         try:
             script = flags.script_path(tool, self.trtllm_version)
         except flags.FlagError as err:
@@ -46,16 +50,35 @@ class TrtllmToolchain(BaseToolchain):
     def serve(self, repository: Path, *, executor: Executor, log_path: Path, progress,
               world_size: int, gpus: tuple[int, ...] = ()) -> Iterator[Any]:
         """tritonserver (under mpirun for more than one rank) in the executor's container, on the
-        GPUs the smoke holds (else any world_size ones)."""
+        GPUs the smoke holds (else any world_size ones). The engine-free lane: trtllm-serve on the
+        repository's serve.json argv, or one tritonserver for the llmapi model (its ranks are the
+        LLM API's own)."""
         from ..client import TritonStartError, wait_until_ready
 
-        with executor.running(triton_launch_argv(world_size), repository=repository, gpus=gpus or world_size,
+        if (repository / SERVE_FILE).is_file():
+            yield from self._trtllm_serve(repository, executor=executor, log_path=log_path,
+                                          gpus=gpus or world_size)
+            return
+        ranks = 1 if (repository / "tensorrt_llm" / "1" / "model.yaml").is_file() else world_size
+        with executor.running(triton_launch_argv(ranks), repository=repository, gpus=gpus or world_size,
                               port=TRITON_HTTP_PORT, log_path=log_path, label="tritonserver") as server:
             ready_timeout = self.serve_timeout or READY_TIMEOUT
             wait_until_ready(server.http_url, deadline=time.monotonic() + ready_timeout,
                              exited=server.exit_code, timeout=ready_timeout,
                              fail=lambda what: TritonStartError(f"tritonserver {what} (log: {log_path})",
                                                                 log_path=log_path))
+            yield server
+
+    def _trtllm_serve(self, repository: Path, *, executor: Executor, log_path: Path, gpus) -> Iterator[Any]:
+        """serve.json's argv in the container, its files at /models."""
+        from ..llmapi.serving import wait_for_health
+
+        argv = [f"/models/{a}" if (repository / a).exists() else a
+                for a in json.loads((repository / SERVE_FILE).read_text())["argv"]]
+        with executor.running(argv, repository=repository, gpus=gpus, port=SERVE_PORT, log_path=log_path,
+                              label=argv[0]) as server:
+            wait_for_health(server.http_url, deadline=time.monotonic() + READY_TIMEOUT, exited=server.exit_code,
+                            fail=lambda what: LLMBuildError(f"{argv[0]} {what} (log: {log_path})"))
             yield server
 
 
