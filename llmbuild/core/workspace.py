@@ -260,7 +260,7 @@ class Workspace:
         return self.dist / target.address.dist_path
 
     def is_up_to_date(self, target: Target) -> bool:
-        """Committed for the current key, and dist already points at it."""
+        """Committed for the current key, intact (one stat per file), and dist already points at it."""
         try:
             key, _ = self.key(target)
         except NotReady:
@@ -270,7 +270,7 @@ class Workspace:
             linked = os.readlink(link) == str(self.cache.out(key))
         except OSError:
             return False
-        return linked and self.is_committed(target, key)
+        return linked and self.is_committed(target, key) and self.cache.problem(key) is None
 
     def is_committed(self, target: Target, key: str) -> bool:
         return self.cache.is_committed(key) and target.kind.output_valid(self.context(target), key)
