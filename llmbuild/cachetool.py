@@ -199,14 +199,16 @@ def cache_verify(ws: Workspace, specs: list[str], remote: RemoteCache | None) ->
     ones, one line each; exit status 1 if any."""
     wanted = _keys_of(ws, specs) if specs else None
     if remote is not None:
-        keys = sorted(remote.entries()) if wanted is None else sorted(wanted)
+        held = remote.entries()
+        keys = sorted(held) if wanted is None else sorted(k for k in wanted if k in held)
         corrupt = 0
         for key in keys:
             problem = remote.verify(key)
             if problem is not None:
                 corrupt += 1
                 remote.discard(key)
-                print(f"corrupt  {key[:12]}  {(wanted or {}).get(key, '')}  {problem}: removed from {remote.url}")
+                address = (held[key].get("built_by") or {}).get("address", "?")
+                print(f"corrupt  {key[:12]}  {address}  {problem}: removed from {remote.url}")
         print(f"{len(keys)} remote entries verified, {corrupt} corrupt")
         return 1 if corrupt else 0
     keys = ws.cache.committed_keys() if wanted is None else sorted(k for k in wanted if ws.cache.is_committed(k))
