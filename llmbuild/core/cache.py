@@ -57,6 +57,7 @@ class Staging:
 class Cache:
     def __init__(self, root: Path):
         self.root = root
+        self._registered: set[Path] = set()
 
     def entry(self, key: str) -> Path:
         return self.root / "entries" / key[:2] / key
@@ -197,10 +198,13 @@ class Cache:
 
     def register_dist(self, dist: Path) -> None:
         """Remember a dist directory that links into this cache: `gc` keeps what it links."""
+        if dist in self._registered:
+            return
         name = blake3.blake3(str(dist).encode()).hexdigest()[:32]
         path = self.root / "workspaces" / name
         if not path.exists():
             write_json_atomic(path, {"dist": str(dist)})
+        self._registered.add(dist)
 
     def dists(self) -> list[Path]:
         """Every dist directory registered with this cache."""

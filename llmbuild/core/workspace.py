@@ -270,7 +270,10 @@ class Workspace:
             linked = os.readlink(link) == str(self.cache.out(key))
         except OSError:
             return False
-        return linked and self.is_committed(target, key) and self.cache.problem(key) is None
+        if not linked:
+            return False
+        self.cache.register_dist(self.dist)  # a workspace linking into the cache: gc keeps what it links
+        return self.is_committed(target, key) and self.cache.problem(key) is None
 
     def is_committed(self, target: Target, key: str) -> bool:
         return self.cache.is_committed(key) and target.kind.output_valid(self.context(target), key)
