@@ -10,6 +10,7 @@ linking refreshes under that same lock: an entry linked after gc looked is never
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -27,6 +28,7 @@ from .doit.reporter import _size as human
 
 #: Failed attempts and quarantined entries older than this go at every gc (unless --older-than says less).
 SET_ASIDE_DAYS = 7
+DAY = 86400
 _SIZE = re.compile(r"(?i)\s*(\d+(?:\.\d+)?)\s*(b|k|kb|m|mb|g|gb|t|tb|kib|mib|gib|tib)?\s*")
 _UNITS = {"b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
           "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -169,7 +171,7 @@ def _breakdown(rows: list[tuple[str, str, int]]) -> None:
 
 def cache_ls(ws: Workspace, specs: list[str]) -> int:
     """One line per entry: key, kind, address, size, last use, and whether dist links it."""
-    linked = linked_keys(ws.cache, {ws.dist, *ws.cache.dists()})
+    linked = linked_keys(ws.cache, {ws.dist, *ws.cache.dists().values()})
     wanted = _keys_of(ws, specs) if specs else None
     entries = [e for e in scan(ws.cache) if wanted is None or e.key in wanted]
     for entry in sorted(entries, key=lambda e: (e.address, -e.used)):
@@ -264,7 +266,7 @@ def cache_gc(ws: Workspace, *, max_size: int | None, older_than: float | None, k
             if free and path.exists():
                 remove(path, f"staging {path.name} (its build is gone)", _tree_size(path, set()))
     aside = _set_aside(cache)
-    limit = now - (older_than if older_than is not None else SET_ASIDE_DAYS * 86400)
+    limit = now - (older_than if older_than is not None else SET_ASIDE_DAYS * DAY)
     newest: dict[tuple[str, str], Path] = {}
     for where, path, mtime, _ in aside:
         newest[(where, path.name.split(".", 1)[0])] = path  # sorted: the last is the newest
@@ -276,8 +278,13 @@ def cache_gc(ws: Workspace, *, max_size: int | None, older_than: float | None, k
         else:
             kept_aside.append(item)
 
+    dists = cache.dists()
+    for registration, dist in dists.items():  # a workspace deleted a day ago or more: forgotten
+        with contextlib.suppress(FileNotFoundError):  # another gc was first
+            if not dist.is_dir() and registration.stat().st_mtime < now - DAY and not dry_run:
+                registration.unlink()
     entries = scan(cache)
-    linked = linked_keys(cache, {ws.dist, *cache.dists()})
+    linked = linked_keys(cache, {ws.dist, *dists.values()})
     protected = {k: "linked from dist" for k in linked}
     for rev in keep_revs:
         for key in keys_at_revision(ws, rev):

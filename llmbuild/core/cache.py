@@ -206,12 +206,12 @@ class Cache:
             write_json_atomic(path, {"dist": str(dist)})
         self._registered.add(dist)
 
-    def dists(self) -> list[Path]:
-        """Every dist directory registered with this cache."""
-        found = []
+    def dists(self) -> dict[Path, Path]:
+        """{registration: dist directory} of every dist registered with this cache."""
+        found = {}
         for path in sorted((self.root / "workspaces").glob("*")):
             try:
-                found.append(Path(json.loads(path.read_text())["dist"]))
+                found[path] = Path(json.loads(path.read_text())["dist"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue
         return found
