@@ -107,6 +107,8 @@ def test_a_damaged_entry_is_quarantined_said_once_and_rebuilt(ws, damage):
     good = files(out)
     key = os.readlink(out).split("/")[-2]
     said = damage(out)
+    explained = ws.llmbuild("explain", ENGINE).stdout
+    assert f"the output cached for key {key[:12]} is corrupt ({said}" in explained
 
     run = ws.doit()
     assert run.outcomes == {CHECKPOINT: "up-to-date", ENGINE: "built"}
