@@ -214,14 +214,16 @@ def cache_verify(ws: Workspace, specs: list[str], remote: RemoteCache | None) ->
         print(f"{len(keys)} remote entries verified, {corrupt} corrupt")
         return 1 if corrupt else 0
     keys = ws.cache.committed_keys() if wanted is None else sorted(k for k in wanted if ws.cache.is_committed(k))
-    corrupt = 0
+    corrupt = recorded = 0
     for key in keys:
         try:
             identity = os.stat(ws.cache.entry(key)).st_ino
         except FileNotFoundError:
             continue
         problem = ws.cache.problem(key, rehash=True)
-        if problem is None:
+        if problem is None:  # intact; an entry of an earlier llmbuild gets what restores check
+            with ws.cache.try_lock(key) as held:
+                recorded += held and _inode(ws.cache.entry(key)) == identity and ws.cache.add_records(key)
             continue
         corrupt += 1
         manifest = ws.cache.manifest(key) or {}
@@ -231,7 +233,8 @@ def cache_verify(ws: Workspace, specs: list[str], remote: RemoteCache | None) ->
             where = ws.cache.quarantine(key, problem) if same else None
         what = f"moved to {where}" if where else "in use: left in place"
         print(f"corrupt  {key[:12]}  {address}  {problem}: {what}")
-    print(f"{len(keys)} entries verified, {corrupt} corrupt")
+    print(f"{len(keys)} entries verified, {corrupt} corrupt"
+          + (f"; {recorded} committed by an earlier llmbuild now carry size and mtime records" if recorded else ""))
     return 1 if corrupt else 0
 
 

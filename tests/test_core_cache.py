@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -202,3 +203,17 @@ def test_failed_attempts_of_a_key_are_bounded(tmp_path):
     kept = cache.keep_failed(staging)
     assert sorted((tmp_path / "failed").iterdir()) == [
         tmp_path / "failed" / f"{KEY}.2020010{stamp}T000000.1" for stamp in (3, 4)] + [kept]
+
+
+def test_an_entry_of_an_earlier_llmbuild_gets_records_once(tmp_path):
+    cache = Cache(tmp_path)
+    staging = cache.stage(KEY)
+    (staging.out / "model.bin").write_text("weights")
+    cache.commit(staging, {"key": KEY})
+    legacy = {"key": KEY, "outputs": {"model.bin": "d" * 64}}  # as an earlier llmbuild wrote it
+    (cache.entry(KEY) / "manifest.json").write_text(json.dumps(legacy))
+    assert cache.problem(KEY) is None  # nothing recorded to compare with
+    assert cache.add_records(KEY) and not cache.add_records(KEY)
+    assert cache.manifest(KEY)["files"]["model.bin"]["size"] == 7
+    os.utime(cache.out(KEY) / "model.bin", (0, 0))
+    assert cache.problem(KEY).startswith("out/model.bin was modified ")

@@ -183,6 +183,15 @@ class Cache:
             return _rehashed(self.out(key), manifest["outputs"])
         return problem
 
+    def add_records(self, key: str) -> bool:
+        """Give an entry committed by an earlier llmbuild (a manifest without `files`) the records
+        `problem` checks; call once its content was verified, with the key's lock held."""
+        manifest = self.manifest(key)
+        if manifest is None or "files" in manifest or not isinstance(manifest.get("outputs"), dict):
+            return False
+        _write_json(self.entry(key) / MANIFEST, {**manifest, **_records(self.out(key), manifest["outputs"])})
+        return True
+
     def stamp_used(self, key: str) -> None:
         """Record that the entry was just used (linked): `gc` evicts least recently used first, and
         re-reads the stamp under the key's lock (an exact clock, unlike the coarse one of the
