@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .core.cache import Cache, _remove_tree
@@ -62,7 +62,6 @@ class Entry:
     size: int
     used: float  # last use (the entry directory's mtime)
     used_ns: int
-    linked: list[Path] = field(default_factory=list)  # dist links naming it
 
     @property
     def directory(self) -> str:
@@ -288,16 +287,14 @@ def cache_gc(ws: Workspace, *, max_size: int | None, older_than: float | None, k
                 registration.unlink()
     entries = scan(cache)
     linked = linked_keys(cache, {ws.dist, *dists.values()})
-    protected = {k: "linked from dist" for k in linked}
+    protected = set(linked)
     for rev in keep_revs:
-        for key in keys_at_revision(ws, rev):
-            protected.setdefault(key, f"used at {rev}")
+        protected |= keys_at_revision(ws, rev)
     by_address: dict[str, list[Entry]] = defaultdict(list)
     for entry in entries:
         by_address[entry.address].append(entry)
     for group in by_address.values():
-        for entry in sorted(group, key=lambda e: -e.used)[:keep]:
-            protected.setdefault(entry.key, f"among the {keep} newest of its target")
+        protected |= {entry.key for entry in sorted(group, key=lambda e: -e.used)[:keep]}
 
     total = sum(e.size for e in entries) + sum(a[3] for a in kept_aside) + _tree_size(cache.root / "staging", set())
     if max_size is not None:
