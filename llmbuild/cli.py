@@ -12,6 +12,7 @@
     llmbuild schema [--out FILE]                        JSON Schema of BUILD.toml, for editors
     llmbuild schema --reference [--out FILE]            docs/reference.md: every field, generated
     llmbuild cache push|pull [--lane cpu|gpu] [SPEC...] move entries to / from the remote cache
+    llmbuild cache size|ls|verify|gc ...                look after the cache (see `llmbuild cache -h`)
     llmbuild --version                                  llmbuild's, doit's and Python's versions
 
 SPEC is read as Pants reads it, relative to the current directory: `:engine` (a target here),
@@ -154,6 +155,23 @@ def _lane_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lane", choices=["cpu", "gpu"], help="for this lane instead of the active one")
 
 
+def cmd_cache_tool(args) -> int:
+    from . import cachetool
+    from .remote.commands import configured_remote
+
+    ws = _load(args, verify_sources=bool(getattr(args, "specs", None)) or bool(getattr(args, "keep_revs", None)))
+    if args.action == "size":
+        return cachetool.cache_size(ws, configured_remote(ws, required=False))
+    if args.action == "ls":
+        return cachetool.cache_ls(ws, args.specs)
+    if args.action == "verify":
+        return cachetool.cache_verify(ws, args.specs, configured_remote(ws) if args.remote else None)
+    return cachetool.cache_gc(
+        ws, max_size=args.max_size and cachetool.parse_size(args.max_size),
+        older_than=args.older_than and cachetool.parse_age(args.older_than), keep=args.keep,
+        keep_revs=args.keep_revs, dry_run=args.dry_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmbuild",
@@ -233,15 +251,52 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the Markdown field reference (docs/reference.md) instead")
     schema.set_defaults(func=cmd_schema)
 
-    cache = sub.add_parser("cache", help="push entries to the remote cache, or pull them into the local one",
-                           description="Move the entries of the selected targets, and of what they depend "
-                           "on, between the local cache and remote_cache (S3). push: those built here that "
-                           "the remote lacks; pull: those the remote has, every file verified. Exit status "
-                           "1 when some target could not be moved.", epilog=SPECS_HELP)
-    cache.add_argument("action", choices=["push", "pull"])
-    cache.add_argument("specs", nargs="*", metavar="SPEC")
-    _lane_option(cache)
-    cache.set_defaults(func=cmd_cache)
+    cache = sub.add_parser("cache", help="look after the cache: size, ls, verify, gc; push/pull to the remote",
+                           description="Look after the local cache (and remote_cache). Each of these is "
+                           "safe while doit runs on the same cache: an entry being built or restored is "
+                           "never removed.")
+    actions = cache.add_subparsers(dest="action", required=True)
+    for action, what in (("push", "those built here that the remote lacks"),
+                         ("pull", "those the remote has, every file verified")):
+        moved = actions.add_parser(action, help=f"{action} the selected targets' entries ({what})",
+                                   description=f"Move the entries of the selected targets, and of what they "
+                                   f"depend on, between the local cache and remote_cache (S3): {what}. Exit "
+                                   "status 1 when some target could not be moved.", epilog=SPECS_HELP)
+        moved.add_argument("specs", nargs="*", metavar="SPEC")
+        _lane_option(moved)
+        moved.set_defaults(func=cmd_cache)
+    size = actions.add_parser("size", help="bytes used, by kind and by model directory (local, and remote "
+                              "when remote_cache is set)")
+    size.set_defaults(func=cmd_cache_tool)
+    ls = actions.add_parser("ls", help="one line per entry: key, kind, target, size, last use, linked")
+    ls.add_argument("specs", nargs="*", metavar="SPEC", help="only the current entries of these targets")
+    ls.set_defaults(func=cmd_cache_tool)
+    verify = actions.add_parser("verify", help="re-hash entries against their manifests; quarantine corrupt ones",
+                                description="Read every file of every entry (or of the selected targets' "
+                                "current entries) and compare size, mtime and digest with its manifest. A "
+                                "corrupt entry is reported in one line and moved to <cache>/quarantine (with "
+                                "--remote: removed from the remote cache); the next doit rebuilds it. Exit "
+                                "status 1 if any entry was corrupt.")
+    verify.add_argument("--remote", action="store_true", help="verify the remote cache's entries instead")
+    verify.add_argument("specs", nargs="*", metavar="SPEC")
+    verify.set_defaults(func=cmd_cache_tool)
+    gc = actions.add_parser(
+        "gc", help="remove old entries, failed attempts, quarantined entries and stale staging",
+        description="Remove staging directories of builds that are gone, failed attempts and quarantined "
+        "entries (all but the newest of each key, and any older than --older-than, default 7d), then evict "
+        "entries: those unused for --older-than, then least recently used first until the cache fits "
+        "--max-size. Never evicted: an entry that a dist directory of any workspace using this cache links "
+        "to, one that --keep-revs revisions' targets would use, a target's --keep newest, and one being "
+        "built or restored.",
+        epilog="example: llmbuild cache gc --max-size 50GB --older-than 14d --keep-revs origin/main")
+    gc.add_argument("--max-size", metavar="SIZE", help="evict until the cache is at most this big (50GB, 500MB)")
+    gc.add_argument("--older-than", metavar="AGE", help="evict entries unused for this long (14d, 12h)")
+    gc.add_argument("--keep", type=int, default=0, metavar="N",
+                    help="always keep each target's N most recently used entries (default 0)")
+    gc.add_argument("--keep-revs", nargs="+", default=[], metavar="REV",
+                    help="keep every entry these git revisions' targets would use")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
+    gc.set_defaults(func=cmd_cache_tool)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -154,3 +155,65 @@ def test_spec_matches():
     assert matched("models/m:e") == ["models/m:e"]
     assert matched("models::") == ["models:x", "models/m:e", "models/m/sub:e"]
     assert matched("::") == [str(a) for a in addresses]
+
+
+def test_a_manifest_records_each_output_and_problem_names_what_changed(tmp_path):
+    cache = Cache(tmp_path)
+    staging = cache.stage(KEY)
+    (staging.out / "sub").mkdir()
+    (staging.out / "sub" / "model.bin").write_text("weights")
+    cache.commit(staging, {"key": KEY, "outputs": {"sub/model.bin": "d" * 64}})
+    manifest = cache.manifest(KEY)
+    path = cache.out(KEY) / "sub" / "model.bin"
+    assert manifest["files"] == {"sub/model.bin": {"digest": "d" * 64, "size": 7,
+                                                   "mtime_ns": path.stat().st_mtime_ns}}
+    assert set(manifest["dirs"]) == {".", "sub"}
+    assert cache.problem(KEY) is None
+    assert cache.problem(KEY, rehash=True) == "out/sub/model.bin does not match its digest"
+
+    (cache.out(KEY) / "sub" / "new.bin").write_text("x")
+    assert cache.problem(KEY) == "out/sub/new.bin is not in its manifest"
+    moved = cache.quarantine(KEY, "out/sub/new.bin is not in its manifest")
+    assert moved.parent == tmp_path / "quarantine" and (moved / "why.txt").read_text().startswith("out/sub/new.bin")
+    assert not cache.is_committed(KEY) and cache.problem(KEY) == "its manifest is missing"
+
+
+def test_try_lock_never_waits_for_a_held_key(tmp_path):
+    cache = Cache(tmp_path)
+    seen = []
+
+    def probe() -> None:
+        with cache.try_lock(KEY) as free:
+            seen.append(free)
+
+    with cache.lock(KEY):
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join(timeout=30)
+    probe()
+    assert seen == [False, True]
+
+
+def test_failed_attempts_of_a_key_are_bounded(tmp_path):
+    cache = Cache(tmp_path)
+    for stamp in range(5):
+        old = tmp_path / "failed" / f"{KEY}.2020010{stamp}T000000.1"
+        old.mkdir(parents=True)
+    staging = cache.stage(KEY)
+    kept = cache.keep_failed(staging)
+    assert sorted((tmp_path / "failed").iterdir()) == [
+        tmp_path / "failed" / f"{KEY}.2020010{stamp}T000000.1" for stamp in (3, 4)] + [kept]
+
+
+def test_an_entry_of_an_earlier_llmbuild_gets_records_once(tmp_path):
+    cache = Cache(tmp_path)
+    staging = cache.stage(KEY)
+    (staging.out / "model.bin").write_text("weights")
+    cache.commit(staging, {"key": KEY})
+    legacy = {"key": KEY, "outputs": {"model.bin": "d" * 64}}  # as an earlier llmbuild wrote it
+    (cache.entry(KEY) / "manifest.json").write_text(json.dumps(legacy))
+    assert cache.problem(KEY) is None  # nothing recorded to compare with
+    assert cache.add_records(KEY) and not cache.add_records(KEY)
+    assert cache.manifest(KEY)["files"]["model.bin"]["size"] == 7
+    os.utime(cache.out(KEY) / "model.bin", (0, 0))
+    assert cache.problem(KEY).startswith("out/model.bin was modified ")

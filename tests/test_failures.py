@@ -147,10 +147,14 @@ def break_engine(ws) -> None:
 
 
 def break_repository(ws) -> None:
-    """A kind without tool steps fails by an exception: here a corrupt engine in the cache."""
+    """A kind without tool steps fails by an exception: here a corrupt engine in the cache, changed
+    keeping its size and mtimes (which the stat check before linking lets through)."""
     config = (ws.root / "dist/models/tiny/engine").resolve() / "config.json"
+    st, directory = config.stat(), config.parent.stat()
     config.unlink()
-    config.write_text("{")
+    config.write_text("{".ljust(st.st_size))
+    os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.utime(config.parent, ns=(directory.st_atime_ns, directory.st_mtime_ns))
     edit(ws, 'engine = ":engine"', 'engine = ":engine"\nmax_queue_size = 3')
 
 

@@ -127,6 +127,8 @@ def link_dist(ws: Workspace, target: Target, key: str) -> None:
         tmp.unlink()
     os.symlink(ws.cache.out(key), tmp)
     os.replace(tmp, link)
+    ws.cache.stamp_used(key)
+    ws.cache.register_dist(ws.dist)
 
 
 def bring_up_to_date(ws: Workspace, target: Target) -> Result:
@@ -146,20 +148,35 @@ def _bring_up_to_date(ws: Workspace, target: Target) -> Result:
     key, document = ws.key(target)
     if ws.is_up_to_date(target):
         return Result(UP_TO_DATE, key, time.monotonic() - clock, started=started)
+    # Linked only under the key's lock: `llmbuild cache gc` never evicts a locked key, and
+    # re-checks under the lock that an entry it evicts was not linked meanwhile.
+    with ws.cache.lock(key, who=str(target.address)):
+        if _restorable(ws, target, key):
+            link_dist(ws, target, key)
+            return Result(RESTORED, key, time.monotonic() - clock, started=started, origin=LOCAL)
+        unlink_dist(ws, target)  # before building: even a killed build leaves no stale link
+        ws.cache.evict(key)  # an entry whose output no longer stands (e.g. image deleted)
+        remote = remote_for(ws, target)
+        if remote is not None and restore_from_remote(ws, remote, target, key):
+            link_dist(ws, target, key)
+            return Result(RESTORED, key, time.monotonic() - clock, started=started, origin=REMOTE)
+        built = _build_and_publish(ws, remote, target, key, document, started, clock)
+        link_dist(ws, target, key)
+        return built
+
+
+def _restorable(ws: Workspace, target: Target, key: str) -> bool:
+    """Committed, still standing, and intact (by stat, or by digest with verify_on_restore =
+    "digest"); a corrupt entry is quarantined, said in one line, and rebuilt."""
     if not ws.is_committed(target, key):
-        with ws.cache.lock(key, who=str(target.address)):
-            if not ws.is_committed(target, key):
-                unlink_dist(ws, target)  # before building: even a killed build leaves no stale link
-                ws.cache.evict(key)  # an entry whose output no longer stands (e.g. image deleted)
-                remote = remote_for(ws, target)
-                if remote is not None and restore_from_remote(ws, remote, target, key):
-                    link_dist(ws, target, key)
-                    return Result(RESTORED, key, time.monotonic() - clock, started=started, origin=REMOTE)
-                built = _build_and_publish(ws, remote, target, key, document, started, clock)
-                link_dist(ws, target, key)
-                return built
-    link_dist(ws, target, key)
-    return Result(RESTORED, key, time.monotonic() - clock, started=started, origin=LOCAL)
+        return False
+    problem = ws.cache.problem(key, rehash=ws.settings.verify_on_restore == "digest")
+    if problem is None:
+        return True
+    moved = ws.cache.quarantine(key, problem)
+    print(f"llmbuild: {target.address}: the cached output of key {key[:12]} is corrupt ({problem}): "
+          f"moved to {moved}; rebuilding", file=sys.stderr, flush=True)
+    return False
 
 
 def remote_for(ws: Workspace, target: Target) -> RemoteCache | None:

@@ -159,6 +159,16 @@ class RemoteCache(Protocol):
         """Upload a committed local entry: content first, manifest last; an entry already
         there is never overwritten (first writer wins)."""
 
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """Every entry it holds: {key: its manifest, with `size`, the bytes of its files}."""
+
+    def stored_bytes(self) -> int:
+        """What it stores, each content once however many entries name it."""
+
+    def verify(self, key: str) -> str | None:
+        """Read every file of the entry afresh and check it against the manifest: what is wrong
+        (a few words naming the file), or None."""
+
 
 class Builder(Protocol):
     """Where a target's whole build runs when not in this process (a Ray cluster): it leaves the

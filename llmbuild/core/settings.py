@@ -8,7 +8,7 @@ import tomllib
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -24,6 +24,7 @@ PYPROJECT = "pyproject.toml"
 ENV_OVERRIDES = {
     "LLMBUILD_CACHE_DIR": "cache",
     "LLMBUILD_DIST_DIR": "dist",
+    "LLMBUILD_VERIFY_ON_RESTORE": "verify_on_restore",
 }
 
 
@@ -46,6 +47,11 @@ class Settings(BaseModel):
     data_roots: list[str] = Field(
         default_factory=list,
         description="Absolute directories outside the workspace that source paths may point into.")
+    verify_on_restore: Literal["stat", "digest"] = Field(
+        "stat", description="How a local cache entry is checked before it is linked into dist: stat "
+        "(size and mtime of every file against its manifest: catches any later write, one stat per "
+        "file) or digest (also re-reads and hashes every file). An entry that fails is quarantined "
+        "and rebuilt. Remote entries are always checked by digest.")
     _options: dict[type, Any] = PrivateAttr(default_factory=dict)  # each subsystem's, by model
 
     def fingerprint(self) -> dict[str, Any]:

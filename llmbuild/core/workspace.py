@@ -316,7 +316,7 @@ class Workspace:
         return self.dist / target.address.dist_path
 
     def is_up_to_date(self, target: Target) -> bool:
-        """Committed for the current key, and dist already points at it."""
+        """Committed for the current key, intact (one stat per file), and dist already points at it."""
         try:
             key, _ = self.key(target)
         except NotReady:
@@ -326,7 +326,10 @@ class Workspace:
             linked = os.readlink(link) == str(self.cache.out(key))
         except OSError:
             return False
-        return linked and self.is_committed(target, key)
+        if not linked:
+            return False
+        self.cache.register_dist(self.dist)  # a workspace linking into the cache: gc keeps what it links
+        return self.is_committed(target, key) and self.cache.problem(key) is None
 
     def is_committed(self, target: Target, key: str) -> bool:
         return self.cache.is_committed(key) and target.kind.output_valid(self.context(target), key)

@@ -47,6 +47,10 @@ def explain(ws: Workspace, target: Target) -> Explanation:
     if ws.is_up_to_date(target):
         return Explanation(address, UP_TO_DATE)
     if ws.is_committed(target, key):
+        problem = ws.cache.problem(key)
+        if problem is not None:
+            return Explanation(address, REBUILD, [f"the output cached for key {key[:12]} is corrupt ({problem}): "
+                                                  "it will be quarantined"])
         return Explanation(address, RESTORABLE, [f"key {key[:12]} is in the cache; dist/ will link it"])
     if last is None:
         return Explanation(address, REBUILD, ["never built here (no committed output linked in dist/)"])

@@ -17,16 +17,23 @@ from .s3 import S3RemoteCache
 from .settings import RemoteCacheSettings
 
 
-def cache_command(ws: Workspace, action: str, specs: list[str]) -> int:
-    """Push or pull; one line per target; exit status 1 when some target could not be moved."""
+def configured_remote(ws: Workspace, *, required: bool = True) -> S3RemoteCache | None:
+    """The workspace's remote cache, usable or an error (not required: None when none is set)."""
     options = ws.settings.option(RemoteCacheSettings)
     if options.remote_cache is None or options.remote_cache_mode == "off":
+        if not required:
+            return None
         raise LLMBuildError("no remote cache: set remote_cache = \"s3://<bucket>/<prefix>\" in "
                             "[tool.llmbuild] or LLMBUILD_REMOTE_CACHE (and remote_cache_mode other than off)")
-    if action == "push" and options.remote_cache_mode == "read":
+    return S3RemoteCache.from_settings(options, required=True)
+
+
+def cache_command(ws: Workspace, action: str, specs: list[str]) -> int:
+    """Push or pull; one line per target; exit status 1 when some target could not be moved."""
+    remote = configured_remote(ws)
+    if action == "push" and not remote.writes:
         raise LLMBuildError("remote_cache_mode is \"read\": `llmbuild cache push` would write to "
-                            f"{options.remote_cache}")
-    remote = S3RemoteCache.from_settings(options, required=True)
+                            f"{remote.url}")
     counts = {"moved": 0, "already": 0, "missing": 0}
     for target in _with_dependencies(ws, ws.select(specs)):
         outcome, line = (_push if action == "push" else _pull)(ws, remote, target)

@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
+import blake3
 import boto3
 import boto3.exceptions
 import botocore.exceptions
@@ -151,6 +152,66 @@ class S3RemoteCache:
     def publish(self, key: str, entry: Path, manifest: dict[str, Any], *, label: str) -> None:
         if self.writes:
             self._guarded(lambda: self._publish(key, entry, manifest, label), None)
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        def listing() -> dict[str, dict[str, Any]]:
+            found = {}
+            for name in self._list(f"{self._prefix}manifests/"):
+                key = name.rsplit("/", 1)[1].removesuffix(".json")
+                raw = self._get(name)
+                try:
+                    remote = _parse_manifest(raw, key) if raw is not None else None
+                except Unusable:
+                    remote = None
+                if remote is not None:
+                    found[key] = {**remote["entry"], "size": sum(f["size"] for f in remote["files"].values())}
+            return found
+        return self._strict(listing)
+
+    def stored_bytes(self) -> int:
+        return self._strict(lambda: sum(self._list(f"{self._prefix}blobs/").values()))
+
+    def verify(self, key: str) -> str | None:
+        def check() -> str | None:
+            raw = self._get(self._manifest(key))
+            if raw is None:
+                return "absent"
+            try:
+                remote = _parse_manifest(raw, key)
+            except Unusable as err:
+                return str(err)
+            checked: dict[str, str | None] = {}
+            for name, file in sorted(remote["files"].items()):
+                if file["digest"] not in checked:
+                    checked[file["digest"]] = self._blob_problem(file)
+                if checked[file["digest"]] is not None:
+                    self._served[key] = remote  # its blobs are suspect: `discard` marks them
+                    return f"{name} {checked[file['digest']]}"
+            return None
+        return self._strict(check)
+
+    def _blob_problem(self, file: dict[str, Any]) -> str | None:
+        """Stream one blob through the hash: what is wrong with it, or None."""
+        try:
+            body = self._s3().get_object(Bucket=self._bucket, Key=self._blob(file["digest"]))["Body"]
+        except botocore.exceptions.ClientError as err:
+            if _missing(err):
+                return "is missing"
+            raise
+        hasher, size = blake3.blake3(), 0
+        for chunk in body.iter_chunks(PART_BYTES):
+            hasher.update(chunk)
+            size += len(chunk)
+        if size != file["size"]:
+            return f"is {size} bytes, {file['size']} in its manifest"
+        return None if hasher.hexdigest() == file["digest"] else "does not match its digest"
+
+    def _list(self, prefix: str) -> dict[str, int]:
+        """{object name: size} of every object under `prefix`."""
+        found = {}
+        for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix):
+            found.update({item["Key"]: item["Size"] for item in page.get("Contents", [])})
+        return found
 
     def has(self, key: str) -> bool:
         """Whether the store holds an entry for `key` (for `llmbuild cache push`)."""
