@@ -3,10 +3,11 @@
 A step becomes one container: its argv is the container's command (an argv list: never a
 shell), inputs are bind-mounted read-only at stable container paths, outputs read-write,
 it runs as the calling user's uid:gid, with no network unless asked, with the GPUs, shared
-memory and ulimits the step needs. Its output is streamed to stderr ("[label] " prefix) and
-appended to the step's log, whose first line is the equivalent `docker run` command (with
-`-e NAME` and never an environment value). The container is removed in every case:
-success, failure, timeout, Ctrl-C, SystemExit.
+memory and ulimits the step needs. Its output goes, line by line, to the progress of its
+label (core/progress.py: on stderr as "[label] line" when nothing draws it) and is appended
+to the step's log, whose first line is the equivalent `docker run` command (with `-e NAME`
+and never an environment value). The container is removed in every case: success, failure,
+timeout, Ctrl-C, SystemExit.
 
 Every container carries the label ``llmbuild.owner=<hostname>:<pid>:<start time>``. If the
 owner dies without cleaning up (SIGKILL), a small watchdog process it started removes the
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import BuildFailed, LLMBuildError
+from ..core.progress import report
 from ..core.protocols import Invocation
 from ..core.steps import PathArg
 
@@ -621,16 +623,15 @@ def run_in_container(run: ContainerRun, *, log_path: Path, label: str,
 
 
 def _stream(container, log, label: str) -> None:
-    """Copy the container's output, line by line, to log and to stderr."""
-    prefix = f"[{label}] "
+    """Copy the container's output, line by line, to log and to the progress of `label`."""
     pending = b""
 
     def emit(line: bytes) -> None:
         log.write(line)
         log.flush()
-        text = line.decode(errors="replace")
-        sys.stderr.write(prefix + text + ("" if text.endswith("\n") else "\n"))
-        sys.stderr.flush()
+        text = line.decode(errors="replace").rstrip()
+        if text:
+            report(label, text)
 
     for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=True):
         pending += chunk

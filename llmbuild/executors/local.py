@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import BuildFailed
+from ..core.progress import report
 from ..core.protocols import Invocation
 
 #: What a step on this host inherits from our environment (besides the secrets it names).
@@ -49,8 +50,11 @@ class LocalExecutor:
 
 def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str],
                label: str) -> None:
-    """Run argv; stream its output to stderr (prefixed by label) and to log_path."""
+    """Run argv; its output goes to log_path, each line also to the progress of `label` (paths
+    under the build's staging directory shown relative to it: that directory does not last)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = f"{cwd.parent}/"
+    report(label, f"running {program_name(argv)}")
     with open(log_path, "ab") as log:
         log.write(("$ " + " ".join(argv) + "\n").encode())
         log.flush()
@@ -62,8 +66,9 @@ def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str
             for line in process.stdout:
                 log.write(line)
                 log.flush()
-                sys.stderr.write(f"[{label}] {line.decode(errors='replace')}")
-                sys.stderr.flush()
+                text = line.decode(errors="replace").rstrip()
+                if text:
+                    report(label, text.replace(staging, ""))
             returncode = process.wait()
         except BaseException:
             _kill_group(process)
@@ -71,6 +76,15 @@ def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str
     if returncode != 0:
         raise BuildFailed(f"{Path(argv[0]).name if len(argv) == 1 else ' '.join(argv[:3])} "
                           f"exited with status {returncode}")
+
+
+def program_name(argv: list[str]) -> str:
+    """What a person calls the program: trtllm-build, convert_checkpoint.py, llmbuild's module."""
+    if len(argv) > 2 and argv[1] == "-m":
+        return argv[2].rsplit(".", 1)[-1]
+    if len(argv) > 1 and Path(argv[0]).name.startswith("python"):
+        return Path(argv[1]).name
+    return Path(argv[0]).name
 
 
 PR_SET_PDEATHSIG = 1

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -139,16 +138,18 @@ class Smoke(Kind):
         results, failed, said = [], [], []
 
         def say(line: str) -> None:
-            _say(ctx, line)
+            ctx.progress.keep(line)
             said.append(f"llmbuild: {line}\n")
 
         world_size = ctx.facts_of("repository")["world_size"]
+        requests = ctx.plan.params["requests"]
         # Triton writes the attempt's log; our lines follow once it has stopped
         with _appended_after(ctx.log, said), _linked_copy(repository, ctx.work / "repository") as served, \
-                ctx.serve(served, log_path=ctx.log, world_size=world_size, progress=say) as server:
+                ctx.serve(served, log_path=ctx.log, world_size=world_size) as server:
             from ..toolchains.client import generate
 
-            for request in ctx.plan.params["requests"]:
+            for number, request in enumerate(requests, 1):
+                ctx.progress(f"request {number}/{len(requests)}")
                 spec = RequestFields.model_validate(request)
                 payload = {"text_input": spec.prompt, "max_tokens": spec.max_tokens,
                            "bad_words": spec.bad_words, "stop_words": spec.stop_words,
@@ -209,7 +210,3 @@ def _linked_copy(repository: Path, where: Path):
         yield where
     finally:
         shutil.rmtree(where, ignore_errors=True)
-
-
-def _say(ctx: KindContext, line: str) -> None:
-    print(f"[{ctx.address}] {line}", file=sys.stderr, flush=True)

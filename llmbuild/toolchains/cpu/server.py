@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from llmbuild.toolchains.client import TritonStartError, wait_until_ready
 from llmbuild.toolchains.cpu.install import TritonEnv, pdeathsig_preexec
@@ -130,6 +130,7 @@ class TritonServer:
         extra_args: Sequence[str] = (),
         host: str = "127.0.0.1",
         environment: Mapping[str, str] | None = None,
+        progress: Callable[[str], None] | None = None,
     ):
         if model_control not in ("none", "explicit"):
             raise ValueError(f"model_control must be 'none' or 'explicit', not {model_control!r}")
@@ -146,6 +147,7 @@ class TritonServer:
         self.extra_args = tuple(extra_args)
         self.host = host
         self.environment = dict(environment or {})  # on top of the install's (e.g. CUDA_VISIBLE_DEVICES)
+        self.progress = progress or (lambda phase: None)  # "starting Triton on :port", "loading models 1/5"
         self._workdir_arg = Path(workdir).resolve() if workdir is not None else None
         self._workdir: Path | None = None
         self._own_workdir = False
@@ -338,6 +340,7 @@ class TritonServer:
                 close_fds=True,
                 preexec_fn=pdeathsig_preexec(signal.SIGKILL),
             )
+        self.progress(f"starting Triton on :{self.http_port}")
         self._wait_ready(started)
         self.ready_seconds = time.monotonic() - started
 
@@ -356,7 +359,16 @@ class TritonServer:
         assert self._proc is not None
         wait_until_ready(self.http_url, deadline=started + self.ready_timeout, exited=self._proc.poll,
                          fail=self._fail, timeout=self.ready_timeout,
-                         explicit_models=self.load_models if self.model_control == "explicit" else ())
+                         explicit_models=self.load_models if self.model_control == "explicit" else (),
+                         progress=self.progress, status=self._loading)
+
+    def _loading(self) -> str | None:
+        """'loading models 3/5', counted in the server's log (models: the repository's directories
+        with a config.pbtxt, or the explicit ones)."""
+        wanted = len(self.load_models) if self.model_control == "explicit" else \
+            sum(1 for p in self.repository.glob("*/config.pbtxt"))
+        loaded = sum(1 for line in _read_log(self.log_path, self._log_offset) if "successfully loaded '" in line)
+        return f"loading models {min(loaded, wanted)}/{wanted}" if wanted else None
 
     # -- stop -------------------------------------------------------------------------------
 
@@ -367,6 +379,7 @@ class TritonServer:
             self.close_clients()
             proc = self._proc
             if proc is not None and proc.poll() is None:
+                self.progress("stopping Triton")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGTERM)
                 try:

@@ -51,11 +51,15 @@ class TrtllmToolchain(BaseToolchain):
 
         with executor.running(triton_launch_argv(world_size), repository=repository, gpus=gpus or world_size,
                               port=TRITON_HTTP_PORT, log_path=log_path, label="tritonserver") as server:
+            progress(f"starting Triton on :{server.http_url.rpartition(':')[2]} ({world_size} rank(s))")
             wait_until_ready(server.http_url, deadline=time.monotonic() + READY_TIMEOUT,
-                             exited=server.exit_code, timeout=READY_TIMEOUT,
+                             exited=server.exit_code, timeout=READY_TIMEOUT, progress=progress,
                              fail=lambda what: TritonStartError(f"tritonserver {what} (log: {log_path})",
                                                                 log_path=log_path))
-            yield server
+            try:
+                yield server
+            finally:
+                progress("stopping Triton")
 
 
 def triton_launch_argv(world_size: int, repository: str = "/models") -> list[str]:
