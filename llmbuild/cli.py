@@ -3,7 +3,8 @@
     llmbuild plan [--json] [--lane cpu|gpu] [SPEC...]   the steps (lane, program, argv) of each target
     llmbuild render ADDRESS --out DIR [--lane cpu|gpu] the files a repository target would produce
     llmbuild explain ADDRESS...                         why each would rebuild (or not)
-    llmbuild graph [--format dot|mermaid|png] [SPEC...] the target graph, coloured by the last run
+    llmbuild graph [--format dot|mermaid|png] [--out PATH] [SPEC...]
+                                                        the target graph, coloured by the last run
     llmbuild changed --since REV [--build [-- DOIT_ARG...]]
                                                         targets a git change affects; --build
                                                         runs doit on exactly those (CI)
@@ -24,7 +25,7 @@ from .core.errors import LLMBuildError
 from .core.workspace import Workspace
 from .introspect.changed import build_affected, changed_targets
 from .introspect.explain import explain
-from .introspect.graph import graph_text, write_graph
+from .introspect.graph import default_graph_path, graph_text, write_graph
 from .introspect.plan import plan_document, plan_text
 from .introspect.render import render_target
 from .plugins import load_workspace
@@ -94,9 +95,9 @@ def cmd_graph(args) -> int:
     if args.format != "png" and not args.out:
         sys.stdout.write(graph_text(ws, targets, args.format))
         return 0
-    out = Path(args.out or "llmbuild-graph.png")
+    out = Path(args.out) if args.out else default_graph_path(ws, args.format)
     write_graph(ws, targets, args.format, out)
-    print(f"wrote {out}")
+    print(f"wrote {os.path.relpath(out) if out.resolve().is_relative_to(Path.cwd()) else out}")
     return 0
 
 
@@ -163,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "directory, coloured by their outcome in dist/run.json.")
     graph.add_argument("specs", nargs="*", metavar="SPEC")
     graph.add_argument("--format", choices=["dot", "mermaid", "png"], default="dot")
-    graph.add_argument("--out", help="file to write (default: stdout; llmbuild-graph.png for png)")
+    graph.add_argument("--out", metavar="PATH", help="file to write (default: stdout for dot and mermaid; "
+                       "dist/graph.png for png)")
     graph.set_defaults(func=cmd_graph)
 
     changed = sub.add_parser(

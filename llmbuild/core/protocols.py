@@ -127,6 +127,9 @@ class Toolchain(Protocol):
 
     def server_identity(self) -> dict[str, Any]: ...
 
+    def serving_command(self, repository: Path, *, executor: Executor, world_size: int) -> dict[str, Any]:
+        """What `serve` would start, for `llmbuild plan`: {"tool", "argv"}, maybe "docker_run", "note"."""
+
     def serve(self, repository: Path, *, executor: Executor, log_path: Path,
               progress: Progress, world_size: int,
               gpus: tuple[int, ...] = ()) -> AbstractContextManager[Server]: ...

@@ -732,11 +732,14 @@ class DockerExecutor:
         except DockerUnavailable:
             return []  # the steps that need the daemon will say so
 
-    def describe(self, invocation: Invocation) -> dict[str, Any]:
+    def _planned_image(self) -> str:
         try:
-            image = self.image(False)
+            return self.image(False)
         except Exception:  # the container's own sources are not on this machine: show its address
-            image = f"<image of {self.container}>"
+            return f"<image of {self.container}>"
+
+    def describe(self, invocation: Invocation) -> dict[str, Any]:
+        image = self._planned_image()
         run = self._container_run(invocation, image)
         program = list(run.argv[:len(run.argv) - len(invocation.args)])
         return {"executor": self.name, "program": program, "argv": list(run.argv), "image": image,
@@ -745,15 +748,26 @@ class DockerExecutor:
                            for m in run.mounts],
                 "gpus": invocation.gpus, "user": run.user, "docker_run": docker_run_command(run)}
 
+    def _server_run(self, argv: list[str], image: str, repository: Path, gpus: int | tuple[int, ...],
+                    port: int, host_port: int) -> ContainerRun:
+        return ContainerRun(image=image, argv=tuple(argv), mounts=(Mount(repository, "/models"),),
+                            gpus=_gpus(gpus), shm_size=SHM_SIZE, ulimits=ULIMITS, ports={port: host_port},
+                            labels={"llmbuild.target": "serve"})
+
+    def describe_server(self, argv: list[str], *, repository: Path, gpus: int, port: int) -> dict[str, Any]:
+        """What `llmbuild plan` shows for a server `running` would start (its host port is a free
+        one at run time; the plan shows `port`)."""
+        run = self._server_run(argv, self._planned_image(), repository, gpus, port, port)
+        return {"executor": self.name, "argv": list(argv), "image": run.image, "container": self.container,
+                "gpus": gpus, "docker_run": docker_run_command(run)}
+
     @contextmanager
     def running(self, argv: list[str], *, repository: Path, gpus: int | tuple[int, ...], port: int,
                 log_path: Path, label: str) -> Iterator[RunningServer]:
         """A server in this image with `repository` at /models and its `port` published on a
         free loopback port, on `gpus` (these device IDs, or any that many)."""
         host_port = _free_port()
-        run = ContainerRun(image=self.image(True), argv=tuple(argv), mounts=(Mount(repository, "/models"),),
-                           gpus=_gpus(gpus), shm_size=SHM_SIZE, ulimits=ULIMITS, ports={port: host_port},
-                           labels={"llmbuild.target": "serve"})
+        run = self._server_run(argv, self.image(True), repository, gpus, port, host_port)
         with running_container(run, log_path=log_path, label=label) as container:
             yield RunningServer(f"127.0.0.1:{host_port}", container)
 

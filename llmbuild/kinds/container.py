@@ -85,6 +85,20 @@ class Container(Kind):
                           target=f.target, platform=f.platform)
         return Plan(params=params)
 
+    def commands(self, ctx):
+        """The `docker` command line equivalent to what `run` asks the daemon for (through its API)."""
+        f: ContainerFields = ctx.fields
+        tag = image_tag("<action key>")
+        if f.image:
+            return [{"tool": "docker", "argv": ["docker", "pull", *(["--platform", f.platform] if f.platform else []),
+                                                f.image],
+                     "note": f"only when the daemon lacks it; then tagged {tag}"}]
+        argv = ["docker", "build", "-t", tag, "-f", str(ctx.sources["dockerfile"])]
+        for name, value in sorted(f.build_args.items()):
+            argv += ["--build-arg", f"{name}={value}"]
+        argv += (["--target", f.target] if f.target else []) + (["--platform", f.platform] if f.platform else [])
+        return [{"tool": "docker", "argv": argv + [str(ctx.sources["context"])]}]
+
     def output_valid(self, ctx, key):
         from ..executors.docker import docker_client
         from docker.errors import ImageNotFound

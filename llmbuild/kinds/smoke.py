@@ -132,6 +132,9 @@ class Smoke(Kind):
         return Plan(params={"requests": requests}, extra_identity=ctx.toolchain.server_identity(),
                     gpus=gpu_demand(ctx, repository["world_size"]))
 
+    def commands(self, ctx):
+        return [ctx.serving_command(ctx.dep_link("repository"), ctx.facts_of("repository")["world_size"])]
+
     def run(self, ctx):
         repository = ctx.dep_out("repository")
         count_tokens = _token_counter(repository / "preprocessing" / "1" / "tokenizer")

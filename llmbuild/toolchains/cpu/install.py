@@ -115,19 +115,32 @@ def recipe_hash(base_python: str = BASE_PYTHON) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _locate(root: Path) -> TritonEnv:
-    """Build a TritonEnv for ``root`` (our layout) and check its files exist."""
+def layout(root: Path) -> TritonEnv:
+    """The TritonEnv our layout puts under ``root`` (whether or not it is installed there)."""
     venv = root / "venv"
-    python = venv / "bin" / "python"
     site = venv / "lib" / f"python{PYTHON_TAG}" / "site-packages"
-    env = TritonEnv(
+    return TritonEnv(
         root=root,
         venv=venv,
-        python=python,
+        python=venv / "bin" / "python",
         site_packages=site,
         tritonserver=site / "pytriton" / "tritonserver" / "bin" / "tritonserver",
         backend_dir=root / "backends",
     )
+
+
+def planned_cpu_triton(root: Path, *, base_python: str = BASE_PYTHON) -> TritonEnv:
+    """Where ensure_cpu_triton's environment is (or will be) for ``root``: for plans."""
+    override = os.environ.get(ENV_VAR)
+    if override:
+        return layout(Path(override).expanduser().resolve())
+    return layout(Path(root).expanduser().resolve() / f"triton-cpu-{recipe_hash(base_python)}")
+
+
+def _locate(root: Path) -> TritonEnv:
+    """Build a TritonEnv for ``root`` (our layout) and check its files exist."""
+    env = layout(root)
+    python = env.python
     missing = [
         p
         for p in (

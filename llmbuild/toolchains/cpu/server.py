@@ -45,6 +45,8 @@ from llmbuild.toolchains.cpu.install import TritonEnv, pdeathsig_preexec
 
 SHM_DIR = Path("/dev/shm")
 SHM_DEFAULT_PREFIX = "triton_python_backend_shm_region_"
+#: HTTP, gRPC and metrics ports a plan shows (a server takes free ones when it starts).
+PLANNED_PORTS = (8000, 8001, 8002)
 LOG_TAIL_LINES = 40
 _PORT_IN_USE_MARKERS = ("address already in use", "address in use", "already in use", "failed to bind")
 
@@ -251,8 +253,10 @@ class TritonServer:
 
     # -- start ------------------------------------------------------------------------------
 
-    def argv(self) -> list[str]:
-        http, grpc, metrics = self._need_ports()
+    def argv(self, ports: tuple[int, int, int] | None = None, shm_prefix: str | None = None) -> list[str]:
+        """The tritonserver argv (ports and shared-memory prefix: this server's, or those given)."""
+        http, grpc, metrics = ports or self._need_ports()
+        shm_prefix = self._shm_prefix if shm_prefix is None else shm_prefix
         argv = [
             str(self.env.tritonserver),
             "--model-repository", str(self.repository),
@@ -264,7 +268,7 @@ class TritonServer:
             "--allow-gpu-metrics", "false",
             "--pinned-memory-pool-byte-size", "0",
             "--disable-auto-complete-config",
-            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         ]
         if self.model_control == "explicit":
             argv += ["--model-control-mode", "explicit"]

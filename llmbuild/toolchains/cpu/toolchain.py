@@ -55,6 +55,19 @@ class CpuToolchain(BaseToolchain):
 
         return {"tritonserver": TRITON_VERSION}
 
+    def serving_command(self, repository: Path, *, executor: Executor, world_size: int) -> dict[str, Any]:
+        from .install import planned_cpu_triton
+        from .server import PLANNED_PORTS, SHM_DEFAULT_PREFIX, TritonServer
+
+        env = planned_cpu_triton(self.toolchains_dir)
+        argv = TritonServer(repository, env, log_path=Path("log.txt")).argv(
+            ports=PLANNED_PORTS, shm_prefix=f"{SHM_DEFAULT_PREFIX}llmbuild_<pid>_<random>_")
+        argv[argv.index("--model-repository") + 1] = str(repository)  # the dist link, not the entry behind it
+        return {"tool": "tritonserver", "executor": "local", "argv": argv,
+                "note": f"on this host, on free ports (not {'/'.join(map(str, PLANNED_PORTS))}), with "
+                        f"PATH and LD_LIBRARY_PATH of the CPU Triton in {env.root}, on a hard-linked copy "
+                        f"of the repository"}
+
     def serve(self, repository: Path, *, executor: Executor, log_path: Path, progress, world_size: int,
               gpus: tuple[int, ...] = ()):
         """The real Triton from the nvidia-pytriton wheel, installed under the cache on first use,

@@ -42,6 +42,14 @@ class TrtllmToolchain(BaseToolchain):
     def server_identity(self) -> dict[str, Any]:
         return {"tritonserver": "container"}
 
+    def serving_command(self, repository: Path, *, executor: Executor, world_size: int) -> dict[str, Any]:
+        argv = triton_launch_argv(world_size)
+        if not hasattr(executor, "describe_server"):  # serving_unavailable says why it cannot run
+            return {"tool": "tritonserver", "argv": argv}
+        return {"tool": "tritonserver", **executor.describe_server(argv, repository=repository, gpus=world_size,
+                                                                  port=TRITON_HTTP_PORT),
+                "note": f"its port {TRITON_HTTP_PORT} published on a free loopback port"}
+
     @contextmanager
     def serve(self, repository: Path, *, executor: Executor, log_path: Path, progress,
               world_size: int, gpus: tuple[int, ...] = ()) -> Iterator[Any]:
