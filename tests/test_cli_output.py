@@ -114,14 +114,14 @@ def test_failure_says_what_failed_and_names_the_kept_log(broken):
     assert_no_internals(out)
     log = Path(run.records[0]["log"])
     assert log.is_file() and "/cache/failed/" in str(log)
-    failure = next(line for line in run.stdout.splitlines() if line.startswith("!! models/b:checkpoint failed:"))
+    failure = next(line for line in run.stdout.splitlines() if line.startswith("models/b:checkpoint failed:"))
     assert f"log: {log}" in failure
     # the tool's last lines follow, its paths where the attempt is kept (staging is gone)
     tail = [line for line in run.stdout.splitlines() if line.startswith("   | ")]
     assert any("convert_checkpoint.py: error:" in line and "cannot load weights" in line for line in tail), out
     assert any(str(log.parent) in line for line in tail)
     assert "/cache/staging/" not in out and "/cache/staging/" not in log.read_text()
-    assert ("!! not built: models/b:engine: depends on models/b:checkpoint, which failed"
+    assert ("not built: models/b:engine: depends on models/b:checkpoint, which failed"
             in run.stdout.splitlines())
     assert summary_addresses(run.stdout) == ["models/b:checkpoint", "models/b:engine"]
 

@@ -40,6 +40,7 @@ class Display:
         self._lock = threading.Lock()
         self._began: dict[str, float] = {}
         self._rows: dict[str, int] = {}
+        self._ended: set[str] = set()
         self._pid = os.getpid()
         self._pipe: int | None = None
         self._reader: threading.Thread | None = None
@@ -91,10 +92,12 @@ class Display:
     def began(self, label: str) -> None:
         with self._lock:
             self._began.setdefault(label, time.monotonic())
-            self._row(label, "")
+            if label not in self._rows:  # a -n worker's first phase may have come first
+                self._row(label, "")
 
     def ended(self, label: str) -> None:
         with self._lock:
+            self._ended.add(label)  # a -n worker's last phase may still be in the pipe: no new row
             row = self._rows.pop(label, None)
             if row is not None and self._bar is not None:
                 self._bar.remove_task(row)
@@ -130,7 +133,7 @@ class Display:
                 self._row(label, text)
 
     def _row(self, label: str, phase: str) -> None:
-        if self._bar is None:
+        if self._bar is None or label in self._ended:
             return
         row = self._rows.get(label)
         if row is None:

@@ -209,11 +209,11 @@ class RunReporter(RunRecord, ConsoleReporter):
             return  # a directory or `::` group: its targets say what happened
         if isinstance(fail_info, UnmetDependency):
             failed = ", ".join(fail_info.message.split())
-            self.write(f"!! not built: {task.name}: depends on {failed}, which failed\n")
+            self.write(f"not built: {task.name}: depends on {failed}, which failed\n")
             return
         message = fail_info.message.strip() if isinstance(fail_info, TaskFailed) else \
             (fail_info.get_msg().strip().splitlines() or [fail_info.message])[-1]
-        self.write(f"!! {message}\n")
+        self.write(f"{message}\n")
         log = getattr(fail_info, "log", None)
         for line in _tail(log):
             self.write(f"   | {line}\n")
