@@ -208,11 +208,13 @@ class RunReporter(RunRecord, ConsoleReporter):
         if self._target(task) is None:
             return  # a directory or `::` group: its targets say what happened
         if isinstance(fail_info, UnmetDependency):
-            failed = ", ".join(fail_info.message.split())
-            self.write(f"not built: {task.name}: depends on {failed}, which failed\n")
+            needed = fail_info.message.split()
+            why = "failed" if all(self._records.get(n, {}).get("outcome") == FAILED for n in needed) \
+                else "was not built"
+            self.write(f"not built: {task.name}: depends on {', '.join(needed)}, which {why}\n")
             return
         message = fail_info.message.strip() if isinstance(fail_info, TaskFailed) else \
-            (fail_info.get_msg().strip().splitlines() or [fail_info.message])[-1]
+            f"{task.name} failed: " + (fail_info.get_msg().strip().splitlines() or [fail_info.message])[-1]
         self.write(f"{message}\n")
         log = getattr(fail_info, "log", None)
         for line in _tail(log):
