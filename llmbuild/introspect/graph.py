@@ -134,7 +134,8 @@ def graph_dot(ws: Workspace, targets: list[Target], outcomes: dict[str, str]) ->
         if previous:
             lines.append(f"    {_q(previous)} -> {_q(node)} {_attrs(style='invis')};")
         previous = node
-    lines.append(f"    \"legend_lane\" {_attrs(label=LANE_SKIPPED, **_dot_style(SKIPPED, True), tooltip=f'declared for another lane than {lane}, or needs such a target')};")
+    lane_tip = f"declared for another lane than {lane}, or needs such a target"
+    lines.append(f"    \"legend_lane\" {_attrs(label=LANE_SKIPPED, **_dot_style(SKIPPED, True), tooltip=lane_tip)};")
     lines.append(f"    {_q(previous)} -> \"legend_lane\" {_attrs(style='invis')};")
     lines.append("  }")
     lines.append("}")
