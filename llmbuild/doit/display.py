@@ -19,6 +19,7 @@ from typing import TextIO
 
 from rich.console import Console
 from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextColumn
+from rich.table import Column
 from rich.text import Text
 
 from ..core import progress as core_progress
@@ -52,9 +53,12 @@ class Display:
         global _current
         if self.live:
             console = Console(file=self.stream, highlight=False)
-            self._bar = Progress(SpinnerColumn(), TextColumn("{task.fields[target]}", style="bold"),
-                                 TextColumn("{task.description}"), _Elapsed(), console=console,
-                                 transient=True, redirect_stdout=False, redirect_stderr=True)
+            self._bar = Progress(SpinnerColumn(),
+                                 TextColumn("{task.fields[target]}", style="bold", table_column=Column(no_wrap=True)),
+                                 TextColumn("{task.description}",
+                                            table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+                                 _Elapsed(), console=console, expand=True,
+                                 transient=True, redirect_stdout=True, redirect_stderr=True)
             self._bar.start()
         read, self._pipe = os.pipe()
         self._reader = threading.Thread(target=self._read, args=(read,), daemon=True, name="llmbuild-progress")
@@ -101,6 +105,7 @@ class Display:
             row = self._rows.pop(label, None)
             if row is not None and self._bar is not None:
                 self._bar.remove_task(row)
+                self._bar.refresh()  # lines printed next must not bring the finished row back
 
     # -- phases -----------------------------------------------------------------------------------
 
