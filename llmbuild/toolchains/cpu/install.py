@@ -129,12 +129,16 @@ def layout(root: Path) -> TritonEnv:
     )
 
 
+def _install_dir(root: Path, base_python: str) -> Path:
+    return Path(root).expanduser().resolve() / f"triton-cpu-{recipe_hash(base_python)}"
+
+
 def planned_cpu_triton(root: Path, *, base_python: str = BASE_PYTHON) -> TritonEnv:
     """Where ensure_cpu_triton's environment is (or will be) for ``root``: for plans."""
     override = os.environ.get(ENV_VAR)
     if override:
         return layout(Path(override).expanduser().resolve())
-    return layout(Path(root).expanduser().resolve() / f"triton-cpu-{recipe_hash(base_python)}")
+    return layout(_install_dir(root, base_python))
 
 
 def _locate(root: Path) -> TritonEnv:
@@ -168,7 +172,7 @@ def find_cpu_triton(root: Path, *, base_python: str = BASE_PYTHON) -> TritonEnv 
     override = os.environ.get(ENV_VAR)
     if override:
         return _locate(Path(override).expanduser().resolve())
-    target = Path(root).expanduser().resolve() / f"triton-cpu-{recipe_hash(base_python)}"
+    target = _install_dir(root, base_python)
     if _is_complete(target):
         try:
             return _locate(target)
@@ -196,10 +200,8 @@ def ensure_cpu_triton(
     found = find_cpu_triton(root, base_python=base_python)
     if found is not None:
         return found
-    root = Path(root).expanduser().resolve()
-    target = root / f"triton-cpu-{recipe_hash(base_python)}"
-
-    root.mkdir(parents=True, exist_ok=True)
+    target = _install_dir(root, base_python)
+    target.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(target) + ".lock")
     try:
         lock.acquire(timeout=0)
