@@ -4,7 +4,7 @@
                                                         the steps (lane, program, argv) of each target
     llmbuild render ADDRESS --out DIR [--lane cpu|gpu] the files a repository target would produce
     llmbuild explain [--lane cpu|gpu] SPEC...           why each would rebuild (or not)
-    llmbuild graph [--format dot|mermaid|png] [--lane cpu|gpu] [SPEC...]
+    llmbuild graph [--format dot|mermaid|png] [--out PATH] [--lane cpu|gpu] [SPEC...]
                                                         the target graph, coloured by the last run
     llmbuild changed --since REV [--build [-- DOIT_ARG...]]
                                                         targets a git change affects; --build
@@ -36,7 +36,7 @@ from .core.redact import RedactingStream
 from .core.workspace import Workspace
 from .introspect.changed import build_affected, changed_targets
 from .introspect.explain import explain
-from .introspect.graph import graph_text, write_graph
+from .introspect.graph import default_graph_path, graph_text, write_graph
 from .introspect.plan import plan_document, plan_text
 from .introspect.render import render_target
 from .plugins import load_workspace
@@ -110,9 +110,9 @@ def cmd_graph(args) -> int:
     if args.format != "png" and not args.out:
         sys.stdout.write(graph_text(ws, targets, args.format))
         return 0
-    out = Path(args.out or "llmbuild-graph.png")
+    out = Path(args.out) if args.out else default_graph_path(ws, args.format)
     write_graph(ws, targets, args.format, out)
-    print(f"wrote {out}")
+    print(f"wrote {os.path.relpath(out) if out.resolve().is_relative_to(Path.cwd()) else out}")
     return 0
 
 
@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("specs", nargs="*", metavar="SPEC")
     _lane_option(graph)
     graph.add_argument("--format", choices=["dot", "mermaid", "png"], default="dot")
-    graph.add_argument("--out", help="file to write (default: stdout; llmbuild-graph.png for png)")
+    graph.add_argument("--out", metavar="PATH", help="file to write (default: stdout for dot and mermaid; "
+                       "dist/graph.png for png)")
     graph.set_defaults(func=cmd_graph)
 
     changed = sub.add_parser(

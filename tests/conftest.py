@@ -33,7 +33,7 @@ def triton_env():
     env = ensure_cpu_triton(TOOLCHAINS, progress=lines.append)
     took = time.monotonic() - started
     how = (
-        "installed" if any(line.startswith("installing ") for line in lines)
+        "installed" if any(line.startswith("pip install ") for line in lines)
         else "waited for another process" if lines else "reused"
     )
     print(f"\nensure_cpu_triton: {took:.1f} s ({how}) -> {env.root}")

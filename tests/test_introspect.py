@@ -6,6 +6,7 @@ import html
 import json
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -302,10 +303,15 @@ def test_dot_selection_brings_its_dependencies(graph_ws):
                               ("models/a:engine", "models/b:serve", "engine")}
 
 
+LANE_SKIPPED_ADDRESSES = ("models/a:gpu", "models/b:gpu-serve")
+
+
 def test_dot_colours_follow_outcomes_and_lane_skips_are_dashed(graph_ws):
     nodes = dot_nodes(graph_dot(graph_ws, graph_ws.select([]), OUTCOMES))
     for address in ADDRESSES:
-        fill, border = OUTCOME_COLOURS[OUTCOMES.get(address, NEVER_RUN)]
+        # a target that cannot build on this lane is skipped in any run, whatever run.json says
+        outcome = "skipped" if address in LANE_SKIPPED_ADDRESSES else OUTCOMES.get(address, NEVER_RUN)
+        fill, border = OUTCOME_COLOURS[outcome]
         assert f'fillcolor="{fill}", color="{border}"' in nodes[address], address
     for address in ("models/a:gpu", "models/b:gpu-serve"):
         assert "dashed" in nodes[address]
@@ -323,6 +329,32 @@ def test_dot_legend_and_determinism(graph_ws):
     for outcome, (fill, _) in OUTCOME_COLOURS.items():
         assert f'label="{outcome}", fillcolor="{fill}"' in dot
     assert "cpu lane" in dot
+
+
+def _style(attrs: str) -> dict[str, str]:
+    """The attributes that decide how a DOT node looks."""
+    found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', attrs))
+    return {k: found.get(k) for k in ("shape", "style", "fillcolor", "color")}
+
+
+def test_dot_legend_looks_like_the_nodes_it_explains(graph_ws):
+    """Each legend entry has exactly the style attributes of the nodes it stands for: a target
+    skipped on this lane looks like 'skipped on this lane', one skipped because a dependency
+    failed like 'skipped', a built one like 'built'."""
+    outcomes = {"models/a:ckpt": "failed", "models/a:engine": "skipped", "models/b:serve": "built"}
+    dot = graph_dot(graph_ws, graph_ws.select([]), outcomes)
+    legend = {name: _style(attrs) for name, attrs in re.findall(r'^\s*"(legend_[^"]+)" (\[.*\]);$', dot, re.M)}
+    nodes = {address: _style(attrs) for address, attrs in dot_nodes(dot).items()}
+    assert nodes["models/a:gpu"] == nodes["models/b:gpu-serve"] == legend["legend_lane"]
+    assert "dashed" in legend["legend_lane"]["style"] and "filled" in legend["legend_lane"]["style"]
+    assert nodes["models/a:engine"] == legend["legend_skipped"]
+    assert nodes["models/a:ckpt"] == legend["legend_failed"]
+    assert nodes["models/b:serve"] == legend["legend_built"]
+    mermaid = graph_mermaid(graph_ws, graph_ws.select([]), outcomes)
+    classes = {m: c for members, c in re.findall(r"^\s+class (\S+) (\w+)$", mermaid, re.M) for m in members.split(",")}
+    dashed = set(re.findall(r"^\s+style (\w+) stroke-dasharray", mermaid, re.M))
+    gpu = mermaid_nodes(mermaid)["models/a:gpu"]
+    assert classes[gpu] == classes["legend_lane"] == "skipped" and {gpu, "legend_lane"} <= dashed
 
 
 def test_dot_parses_with_graphviz(graph_ws, tmp_path):
@@ -366,7 +398,8 @@ def test_mermaid_edges_groups_and_colours(graph_ws):
         for member in members.split(","):
             classes[member] = cls
     for address in ADDRESSES:
-        expected = OUTCOMES.get(address, NEVER_RUN).replace("-", "_").replace(" ", "_")
+        outcome = "skipped" if address in LANE_SKIPPED_ADDRESSES else OUTCOMES.get(address, NEVER_RUN)
+        expected = outcome.replace("-", "_").replace(" ", "_")
         assert classes[nodes[address]] == expected, address
     for outcome, (fill, _) in OUTCOME_COLOURS.items():
         assert f"fill:{fill}" in text
@@ -426,7 +459,16 @@ def test_graph_command(make_workspace, tmp_path):
                             capture_output=True, text=True, env=w.env(PATH=str(tmp_path / "empty")))
     assert no_dot.returncode == 2 and no_dot.stdout == ""
     assert no_dot.stderr.startswith("llmbuild: error: a PNG needs Graphviz's `dot`")
-    assert not (w.root / "llmbuild-graph.png").exists()
+    assert not (w.root / "dist" / "graph.png").exists()
+    written = w.llmbuild("graph", "--out", "dist/sub/g.dot")
+    assert written.stdout == "wrote dist/sub/g.dot\n" and (w.root / "dist/sub/g.dot").read_text() == dot
+    assert stat.S_IMODE((w.root / "dist/sub/g.dot").stat().st_mode) == 0o644
     if HAS_DOT:
-        assert w.llmbuild("graph", "--format", "png").stdout == "wrote llmbuild-graph.png\n"
-        assert (w.root / "llmbuild-graph.png").read_bytes().startswith(b"\x89PNG")
+        # default: under dist/, readable by all, never into the current directory
+        assert w.llmbuild("graph", "--format", "png").stdout == "wrote dist/graph.png\n"
+        png = w.root / "dist" / "graph.png"
+        assert png.read_bytes().startswith(b"\x89PNG") and stat.S_IMODE(png.stat().st_mode) == 0o644
+        assert sorted(p.name for p in w.root.iterdir() if p.suffix == ".png") == []
+        elsewhere = tmp_path / "elsewhere" / "graph.png"
+        assert w.llmbuild("graph", "--format", "png", "--out", str(elsewhere)).stdout == f"wrote {elsewhere}\n"
+        assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o644

@@ -84,6 +84,43 @@ def test_plan_of_a_skipped_target_says_so():
     assert "convert_checkpoint.py --model_dir /llmbuild/src/source" in proc.stdout
 
 
+def test_plan_shows_the_server_a_smoke_starts_on_either_lane():
+    cpu = {e["address"]: e for e in _plan("models/tiny-llama:smoke")}["models/tiny-llama:smoke"]
+    assert cpu["steps"] == []
+    (server,) = cpu["commands"]
+    argv = server["argv"]
+    assert server["tool"] == "tritonserver" and argv[0].endswith("/pytriton/tritonserver/bin/tritonserver")
+    assert argv[argv.index("--model-repository") + 1] == str(REPO / "dist/models/tiny-llama/repository")
+    assert argv[argv.index("--http-port") + 1] == "8000" and "--disable-auto-complete-config" in argv
+    assert argv[argv.index("--backend-directory") + 1].endswith("/backends")
+    assert "free ports" in server["note"]
+
+    # the GPU lane: tritonserver under mpirun (world size 2) in the serving image, through docker run
+    gpu = {e["address"]: e for e in _plan("models/mixtral-8x7b:generate")}["models/mixtral-8x7b:generate"]
+    (server,) = gpu["commands"]
+    assert server["argv"][:3] == ["mpirun", "--allow-run-as-root", "-n"]
+    assert server["argv"].count("tritonserver") == 2
+    docker_run = server["docker_run"]
+    assert docker_run[:2] == ["docker", "run"] and docker_run[-len(server["argv"]):] == server["argv"]
+    assert f"{REPO}/dist/models/mixtral-8x7b/serve:/models:ro" in docker_run
+    assert docker_run[docker_run.index("--gpus") + 1] == "2"
+    text = subprocess.run([sys.executable, "-m", "llmbuild", "plan", "models/mixtral-8x7b:generate"], cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout
+    assert "$ docker run " in text and " mpirun --allow-run-as-root -n 1 tritonserver " in text
+    assert "no external program" not in text
+
+
+def test_plan_shows_the_docker_build_of_a_container():
+    plan = {e["address"]: e for e in _plan("toolchains/trtllm::")}
+    (build,) = plan["toolchains/trtllm:trtllm"]["commands"]
+    assert build["argv"] == [
+        "docker", "build", "-t", "llmbuild-key:<action key>", "-f", str(REPO / "toolchains/trtllm/Dockerfile"),
+        "--build-arg", "BASE_IMAGE=nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3",
+        "--build-arg", "TRTLLM_VERSION=0.16.0", str(REPO / "toolchains/trtllm")]
+    (pull,) = plan["toolchains/trtllm:ngc"]["commands"]
+    assert pull["argv"] == ["docker", "pull", "nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3"]
+
+
 def test_render_mixtral_repository_for_two_gpus(tmp_path):
     """The repository a user would deploy, from the engine's declared settings, nothing built."""
     from google.protobuf import text_format

@@ -8,7 +8,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 import traceback
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from .digests import digest_of_listing
 from .disk import disk_full
 from .errors import BuildFailed, LLMBuildError
 from .keys import KeyDocument
+from .progress import Progress
 from .protocols import Builder, Executor, RemoteCache, Server
 from .redact import redact
 from .slots import SlotPool
@@ -48,6 +49,8 @@ class RunContext(KindContext):
         self.key = key
         self.staging = staging
         self.gpus = gpus
+        #: phases of this build, shown live with elapsed time (see core/progress.py)
+        self.progress = Progress(str(target.address))
 
     @property
     def out(self) -> Path:
@@ -78,11 +81,10 @@ class RunContext(KindContext):
         invocation = self.toolchain.invocation(step, self.paths(), self.work, gpus=self.gpus)
         self.executor.run(invocation, log_path=self.log, label=str(self.address))
 
-    def serve(self, repository: Path, *, log_path: Path, world_size: int,
-              progress: Callable[[str], None]) -> AbstractContextManager[Server]:
+    def serve(self, repository: Path, *, log_path: Path, world_size: int) -> AbstractContextManager[Server]:
         """The toolchain's server on `repository`, run by this target's executor."""
         return self.toolchain.serve(repository, executor=self.executor, log_path=log_path,
-                                    progress=progress, world_size=world_size, gpus=self.gpus)
+                                    progress=self.progress, world_size=world_size, gpus=self.gpus)
 
 
 @dataclass(frozen=True)
@@ -307,6 +309,7 @@ def _run(ws: Workspace, target: Target, plan: Plan, key: str, document: KeyDocum
             reason = f"{full}: {reason}"
         _log_failure(staging.log, target, err, reason)
         failed = ws.cache.keep_failed(staging)
+        _name_kept_paths(failed / LOG, staging.path, failed)
         if isinstance(err, KeyboardInterrupt):
             raise
         reason = reason.replace(str(staging.path), str(failed))  # paths in the attempt: where it is kept
@@ -324,11 +327,21 @@ def _run(ws: Workspace, target: Target, plan: Plan, key: str, document: KeyDocum
         "log": "log.txt",
         "built_by": {"address": str(target.address), "llmbuild": __version__},
         "started": started,
-        "seconds": round(time.time() - started, 3),
+        "seconds": round(time.time() - started - ctx.progress.aside_seconds, 3),
         "executor": ctx.executor.name,
         "gpus": list(gpus),
     })
-    return Result(BUILT, key, time.monotonic() - clock, started=started, gpus=gpus, executor=ctx.executor.name)
+    return Result(BUILT, key, time.monotonic() - clock - ctx.progress.aside_seconds, started=started, gpus=gpus,
+                  executor=ctx.executor.name)
+
+
+def _name_kept_paths(log: Path, staging: Path, kept: Path) -> None:
+    """A kept attempt's log names where its files are now, not the staging directory that is gone."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return
+    log.write_text(text.replace(str(staging), str(kept)))
 
 
 def _log_failure(log: Path, target: Target, err: BaseException, reason: str) -> None:

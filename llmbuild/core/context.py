@@ -50,6 +50,15 @@ class KindContext:
         """Why this target's toolchain and executor cannot run a server, or None."""
         return self.toolchain.serving_unavailable(self._ws.executor_for(self._target))
 
+    def serving_command(self, repository: Path, world_size: int) -> dict[str, Any]:
+        """The server this target's toolchain and executor would start on `repository` (for plans)."""
+        return self.toolchain.serving_command(repository, executor=self._ws.executor_for(self._target),
+                                              world_size=world_size)
+
+    def dep_link(self, field: str) -> Path:
+        """Where a dependency's current output is linked under dist/."""
+        return self._ws.dist_link(self._target.deps[field])
+
     @property
     def unavailable(self) -> str | None:
         return self._target.unavailable

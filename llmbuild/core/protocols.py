@@ -15,7 +15,7 @@ Implementations live outside `core/` (`llmbuild.plugins` wires the defaults).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,7 @@ from .steps import PathArg
 
 if TYPE_CHECKING:
     from .cache import Staging
+    from .progress import Progress
     from .target import Kind, Target
     from .workspace import Workspace
 
@@ -127,8 +128,11 @@ class Toolchain(Protocol):
 
     def server_identity(self) -> dict[str, Any]: ...
 
+    def serving_command(self, repository: Path, *, executor: Executor, world_size: int) -> dict[str, Any]:
+        """What `serve` would start, for `llmbuild plan`: {"tool", "argv"}, maybe "docker_run", "note"."""
+
     def serve(self, repository: Path, *, executor: Executor, log_path: Path,
-              progress: Callable[[str], None], world_size: int,
+              progress: Progress, world_size: int,
               gpus: tuple[int, ...] = ()) -> AbstractContextManager[Server]: ...
 
 

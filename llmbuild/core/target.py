@@ -119,6 +119,11 @@ class Kind:
         """Consumed parameters and the steps (argv lists) that build the output."""
         raise NotImplementedError
 
+    def commands(self, ctx: KindContext) -> list[dict[str, Any]]:
+        """What `llmbuild plan` shows for programs the kind runs itself rather than as plan steps
+        (a server, `docker build`): each {"tool", "argv"}, maybe "docker_run" and a "note"."""
+        return []
+
     def run(self, ctx: RunContext) -> None:
         """Build into ctx.out. The default runs the plan's steps through the toolchain."""
         for step in ctx.plan.steps:

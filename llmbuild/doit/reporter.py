@@ -10,7 +10,9 @@ from __future__ import annotations
 import sys
 import time
 
-from doit.exceptions import UnmetDependency
+from pathlib import Path
+
+from doit.exceptions import TaskFailed, UnmetDependency
 from doit.reporter import ConsoleReporter, JsonReporter
 
 from ..core.build import BUILT, FAILED, SKIPPED, UP_TO_DATE, unlink_dist
@@ -18,6 +20,7 @@ from ..core.cache import write_json_atomic
 from ..core.errors import LLMBuildError
 from ..core.workspace import NotReady
 from . import state
+from .display import Display
 
 
 class RunRecord:
@@ -85,6 +88,10 @@ class RunRecord:
         super().add_success(task)
 
     def add_failure(self, task, fail_info):
+        self._record_failure(task, fail_info)
+        super().add_failure(task, fail_info)
+
+    def _record_failure(self, task, fail_info):
         if isinstance(fail_info, UnmetDependency):  # not run because something it needs failed
             self._record(task, SKIPPED, 0.0, note=f"needs {fail_info.message.strip()}, which failed")
             target = self._target(task)
@@ -95,7 +102,6 @@ class RunRecord:
             self._record(task, FAILED, note=fail_info.message.strip().splitlines()[0],
                          log=log and str(log), started=getattr(fail_info, "started", None),
                          gpus=getattr(fail_info, "gpus", ()))
-        super().add_failure(task, fail_info)
 
     def skip_uptodate(self, task):
         target = self._target(task)
@@ -124,8 +130,7 @@ class RunRecord:
                                        "seconds": round(time.monotonic() - self._started[name], 3),
                                        "started": round(self._began[name], 3), "gpus": [],
                                        "note": "interrupted"}
-        order = {str(t.address): i for i, t in enumerate(ws.order)}
-        targets = sorted(self._records.values(), key=lambda r: order.get(r["address"], 0))
+        targets = self._ordered()
         hashed = ws.digests.hashed  # this process's: a `doit -n` worker's output digests are not in it
         write_json_atomic(ws.dist / "run.json", {"lane": ws.lane, "targets": targets, "hashed": {
             "files": hashed["files"], "bytes": hashed["bytes"], "seconds": round(hashed["seconds"], 3)}})
@@ -134,10 +139,16 @@ class RunRecord:
         ws = state.loaded()
         return ws is not None and name in ws.targets_by_name
 
+    def _ordered(self) -> list[dict]:
+        """The records in the graph's order (not completion order, which `doit -n` varies)."""
+        ws = state.loaded()
+        order = {str(t.address): i for i, t in enumerate(ws.order)} if ws is not None else {}
+        return sorted(self._records.values(), key=lambda r: order.get(r["address"], 0))
+
     def summary_lines(self) -> list[str]:
         counts = {o: 0 for o in (BUILT, "restored", UP_TO_DATE, SKIPPED, FAILED)}
         lines = []
-        for record in self._records.values():
+        for record in self._ordered():
             counts[record["outcome"]] = counts.get(record["outcome"], 0) + 1
             if record["outcome"] != UP_TO_DATE:
                 note = (record.get("log") and f"log: {record['log']}" or record.get("note")
@@ -165,25 +176,87 @@ def _size(count: int) -> str:
 
 
 class RunReporter(RunRecord, ConsoleReporter):
-    """doit's console output, a summary, and dist/run.json."""
+    """doit's console output without its internals (no tracebacks, no empty output blocks), the
+    running targets' progress (llmbuild.doit.display), a summary, and dist/run.json."""
 
-    desc = "console output plus llmbuild's run summary and dist/run.json"
+    desc = "console output plus llmbuild's progress, run summary and dist/run.json"
+
+    def __init__(self, outstream, options=None):
+        super().__init__(outstream, options or {})
+        self.display = Display(outstream)
+
+    def write(self, text):
+        self.display.write(text)
+
+    def initialize(self, tasks, selected_tasks):
+        self.display.start()
+        super().initialize(tasks, selected_tasks)
+
+    def execute_task(self, task):
+        super().execute_task(task)
+        if self._target(task) is not None:
+            self.display.began(task.name)
+
+    def add_success(self, task):
+        self.display.ended(task.name)
+        super().add_success(task)
+
+    def add_failure(self, task, fail_info):
+        """One line (and a failed tool's last lines), not doit's exception report."""
+        self.display.ended(task.name)
+        self._record_failure(task, fail_info)  # doit's own report is replaced by what follows
+        if self._target(task) is None:
+            return  # a directory or `::` group: its targets say what happened
+        if isinstance(fail_info, UnmetDependency):
+            needed = fail_info.message.split()
+            why = "failed" if all(self._records.get(n, {}).get("outcome") == FAILED for n in needed) \
+                else "was not built"
+            self.write(f"not built: {task.name}: depends on {', '.join(needed)}, which {why}\n")
+            return
+        message = fail_info.message.strip() if isinstance(fail_info, TaskFailed) else \
+            f"{task.name} failed: " + (fail_info.get_msg().strip().splitlines() or [fail_info.message])[-1]
+        self.write(f"{message}\n")
+        log = getattr(fail_info, "log", None)
+        for line in _tail(log):
+            self.write(f"   | {line}\n")
 
     def skip_uptodate(self, task):
         target = self._target(task)
-        if target is not None and target.unavailable:
-            self._records.pop(task.name, None)
+        if target is not None and target.unavailable:  # said once, in the summary
             self._record(task, SKIPPED, 0.0, note=target.unavailable)
-            self.write(f"-- skipped {task.name}: {target.unavailable}\n")
         else:
             super().skip_uptodate(task)
 
     def complete_run(self):
-        super().complete_run()
+        """The summary, also after Ctrl-C, which then ends the run with status 130 and no traceback."""
+        interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+        self.display.stop()
+        for error in self.runtime_errors:
+            self.write(f"doit: {error.strip()}\n")
+        self._write_run()
         ws = state.loaded()
         if ws is not None and self._records:
             self.write(f"\nllmbuild ({ws.lane} lane) -> {ws.dist / 'run.json'}\n")
             self.write("\n".join(self.summary_lines()) + "\n")
+        if interrupted:
+            self.write("interrupted\n")
+            raise SystemExit(130)
+
+
+#: A failed tool's last lines shown under its failure (the whole output is in the kept log).
+TAIL_LINES = 8
+
+
+def _tail(log) -> list[str]:
+    """The last lines of a kept log, without llmbuild's own closing line (the failure says it)."""
+    if not log:
+        return []
+    try:
+        lines = Path(log).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    lines = [line for line in lines if line.strip() and not line.startswith("llmbuild: ")]
+    return lines[-TAIL_LINES:]
 
 
 class JsonRunReporter(RunRecord, JsonReporter):

@@ -12,6 +12,7 @@ from ..core.build import bring_up_to_date, unlink_dist
 from ..core.errors import LLMBuildError
 from ..core.settings import find_workspace_root, load_settings, resolve_dir
 from ..introspect.explain import explain
+from .commands import quiet_doit
 from .reporter import RunReporter
 from . import state
 
@@ -23,6 +24,7 @@ def doit_config() -> dict:
     except LLMBuildError as err:
         raise InvalidDodoFile(str(err)) from None
     dist.mkdir(parents=True, exist_ok=True)
+    quiet_doit()
     # continue: an hour-long engine build elsewhere should not stop because one target failed;
     # dependents of a failed target are not run (reported skipped).
     # default_tasks: plain `doit` is "::": every target at or below where doit was started
@@ -70,11 +72,19 @@ class TargetIsCurrent:
             return f"llmbuild action key: cannot be computed: {err}"
 
 
-def clean_target(address: str) -> None:
+def clean_target(address: str, dryrun: bool = False) -> None:
+    """doit clean: the target's dist link goes (its output stays in the cache)."""
     ws = state.workspace()
     target = ws.targets_by_name[address]
-    if unlink_dist(ws, target):
-        print(f"removed {ws.dist_link(target)}")
+    link = ws.dist_link(target)
+    if dryrun:
+        if link.is_symlink():
+            print(f"would remove {link}")
+    elif unlink_dist(ws, target):
+        print(f"removed {link}")
+
+
+clean_target.llmbuild_clean = True  # doit clean runs it without saying "executing ..." (commands.py)
 
 
 def task_llmbuild():

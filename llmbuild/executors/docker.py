@@ -3,10 +3,11 @@
 A step becomes one container: its argv is the container's command (an argv list: never a
 shell), inputs are bind-mounted read-only at stable container paths, outputs read-write,
 it runs as the calling user's uid:gid, with no network unless asked, with the GPUs, shared
-memory and ulimits the step needs. Its output is streamed to stderr ("[label] " prefix) and
-appended to the step's log, whose first line is the equivalent `docker run` command (with
-`-e NAME` and never an environment value). The container is removed in every case:
-success, failure, timeout, Ctrl-C, SystemExit.
+memory and ulimits the step needs. Its output goes, line by line, to the progress of its
+label (core/progress.py: on stderr as "[label] line" when nothing draws it) and is appended
+to the step's log, whose first line is the equivalent `docker run` command (with `-e NAME`
+and never an environment value). The container is removed in every case: success, failure,
+timeout, Ctrl-C, SystemExit.
 
 Every container carries the label ``llmbuild.owner=<hostname>:<pid>:<start time>``. If the
 owner dies without cleaning up (SIGKILL), a small watchdog process it started removes the
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import BuildFailed, LLMBuildError
+from ..core.progress import report
 from ..core.protocols import Invocation
 from ..core.redact import Redactor, secret_names
 from ..core.steps import PathArg
@@ -624,8 +626,8 @@ def run_in_container(run: ContainerRun, *, log_path: Path, label: str,
 
 
 def _stream(container, log, label: str) -> None:
-    """Copy the container's output, line by line, to log and to stderr, secrets redacted."""
-    prefix = f"[{label}] "
+    """Copy the container's output, line by line, to log and to the progress of `label`, secrets
+    redacted."""
     pending = b""
     redactor = Redactor()
 
@@ -633,9 +635,9 @@ def _stream(container, log, label: str) -> None:
         line = redactor.bytes(line)
         log.write(line)
         log.flush()
-        text = line.decode(errors="replace")
-        sys.stderr.write(prefix + text + ("" if text.endswith("\n") else "\n"))
-        sys.stderr.flush()
+        text = line.decode(errors="replace").rstrip()
+        if text:
+            report(label, text)
 
     for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=True):
         pending += chunk
@@ -738,11 +740,14 @@ class DockerExecutor:
         except DockerUnavailable:
             return []  # the steps that need the daemon will say so
 
-    def describe(self, invocation: Invocation) -> dict[str, Any]:
+    def _planned_image(self) -> str:
         try:
-            image = self.image(False)
+            return self.image(False)
         except Exception:  # the container's own sources are not on this machine: show its address
-            image = f"<image of {self.container}>"
+            return f"<image of {self.container}>"
+
+    def describe(self, invocation: Invocation) -> dict[str, Any]:
+        image = self._planned_image()
         run = self._container_run(invocation, image)
         program = list(run.argv[:len(run.argv) - len(invocation.args)])
         return {"executor": self.name, "program": program, "argv": list(run.argv), "image": image,
@@ -751,15 +756,26 @@ class DockerExecutor:
                            for m in run.mounts],
                 "gpus": invocation.gpus, "user": run.user, "docker_run": docker_run_command(run)}
 
+    def _server_run(self, argv: list[str], image: str, repository: Path, gpus: int | tuple[int, ...],
+                    port: int, host_port: int) -> ContainerRun:
+        return ContainerRun(image=image, argv=tuple(argv), mounts=(Mount(repository, "/models"),),
+                            gpus=_gpus(gpus), shm_size=SHM_SIZE, ulimits=ULIMITS, ports={port: host_port},
+                            labels={"llmbuild.target": "serve"})
+
+    def describe_server(self, argv: list[str], *, repository: Path, gpus: int, port: int) -> dict[str, Any]:
+        """What `llmbuild plan` shows for a server `running` would start (its host port is a free
+        one at run time; the plan shows `port`)."""
+        run = self._server_run(argv, self._planned_image(), repository, gpus, port, port)
+        return {"executor": self.name, "argv": list(argv), "image": run.image, "container": self.container,
+                "gpus": gpus, "docker_run": docker_run_command(run)}
+
     @contextmanager
     def running(self, argv: list[str], *, repository: Path, gpus: int | tuple[int, ...], port: int,
                 log_path: Path, label: str) -> Iterator[RunningServer]:
         """A server in this image with `repository` at /models and its `port` published on a
         free loopback port, on `gpus` (these device IDs, or any that many)."""
         host_port = _free_port()
-        run = ContainerRun(image=self.image(True), argv=tuple(argv), mounts=(Mount(repository, "/models"),),
-                           gpus=_gpus(gpus), shm_size=SHM_SIZE, ulimits=ULIMITS, ports={port: host_port},
-                           labels={"llmbuild.target": "serve"})
+        run = self._server_run(argv, self.image(True), repository, gpus, port, host_port)
         with running_container(run, log_path=log_path, label=label) as container:
             yield RunningServer(f"127.0.0.1:{host_port}", container)
 

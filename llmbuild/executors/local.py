@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import BuildFailed
+from ..core.progress import report
 from ..core.protocols import Invocation
 from ..core.redact import Redactor, secret_names
 
@@ -56,10 +57,14 @@ class LocalExecutor:
 
 def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str],
                label: str, redactor: Redactor, timeout: float | None = None) -> None:
-    """Run argv; stream its output to stderr (prefixed by label) and to log_path, secrets redacted.
-    Past `timeout` seconds its process group (the tool and every child it started) is killed."""
+    """Run argv; its output goes to log_path (secrets redacted), each line also to the progress of
+    `label` (paths under the build's staging directory shown relative to it: that directory does
+    not last). Past `timeout` seconds its process group (the tool and every child it started) is
+    killed."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    what = Path(argv[0]).name if len(argv) == 1 else " ".join(argv[:3])
+    what = program_name(argv)
+    staging = f"{cwd.parent}/"
+    report(label, f"running {what}")
     with open(log_path, "ab") as log:
         log.write(redactor.bytes(("$ " + " ".join(argv) + "\n").encode()))
         log.flush()
@@ -77,8 +82,9 @@ def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str
                 line = redactor.bytes(line)
                 log.write(line)
                 log.flush()
-                sys.stderr.write(f"[{label}] {line.decode(errors='replace')}")
-                sys.stderr.flush()
+                text = line.decode(errors="replace").rstrip()
+                if text:
+                    report(label, text.replace(staging, ""))
             returncode = process.wait()
         except BaseException:
             _kill_group(process)
@@ -98,6 +104,15 @@ def _expire(process: subprocess.Popen, expired: threading.Event) -> None:
     """The timer's end: the step's whole process group goes (its children hold our pipe)."""
     expired.set()
     _kill_group(process)
+
+
+def program_name(argv: list[str]) -> str:
+    """What a person calls the program: trtllm-build, convert_checkpoint.py, llmbuild's module."""
+    if len(argv) > 2 and argv[1] == "-m":
+        return argv[2].rsplit(".", 1)[-1]
+    if len(argv) > 1 and Path(argv[0]).name.startswith("python"):
+        return Path(argv[1]).name
+    return Path(argv[0]).name
 
 
 PR_SET_PDEATHSIG = 1

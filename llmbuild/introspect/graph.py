@@ -2,8 +2,9 @@
 
 Nodes are targets, labelled with address and kind, grouped by directory and coloured by the
 outcome of the last run (`dist/run.json`); an edge runs from a dependency to its dependent,
-labelled with the reference field. A target skipped on the active lane is drawn dashed, with
-the reason as its tooltip. Output is deterministic: the same workspace and outcomes give the
+labelled with the reference field. A target skipped on the active lane is drawn skipped and
+dashed, with the reason as its tooltip; the legend's nodes are drawn with the very attributes of
+the nodes they explain. Output is deterministic: the same workspace and outcomes give the
 same text, whatever order the targets come in.
 """
 
@@ -48,6 +49,9 @@ def _closure(targets: list[Target]) -> list[Target]:
 
 
 def _outcome(target: Target, outcomes: dict[str, str]) -> str:
+    """The last run's outcome; a target that cannot build on this lane is skipped in any run."""
+    if target.unavailable:
+        return SKIPPED
     outcome = outcomes.get(str(target.address))
     return outcome if outcome in OUTCOME_COLOURS else NEVER_RUN
 
@@ -87,12 +91,15 @@ def _attrs(**attrs: str) -> str:
     return "[" + ", ".join(f"{key}={_q(value)}" for key, value in attrs.items()) + "]"
 
 
-def _dot_node(target: Target, outcome: str) -> dict[str, str]:
+def _dot_style(outcome: str, lane_skipped: bool) -> dict[str, str]:
+    """A node's look, shared by targets and the legend so that the two always match."""
     fill, border = OUTCOME_COLOURS[outcome]
-    attrs = {"label": f"{target.address}\n{target.kind.name}", "fillcolor": fill, "color": border,
-             "style": "rounded,filled"}
+    return {"fillcolor": fill, "color": border, "style": "rounded,filled,dashed" if lane_skipped else "rounded,filled"}
+
+
+def _dot_node(target: Target, outcome: str) -> dict[str, str]:
+    attrs = {"label": f"{target.address}\n{target.kind.name}", **_dot_style(outcome, bool(target.unavailable))}
     if target.unavailable:
-        attrs["style"] = "rounded,filled,dashed"
         attrs["tooltip"] = f"skipped: {target.unavailable}"
     else:
         attrs["tooltip"] = target.fields.description or f"{target.kind.name} {target.address}"
@@ -121,13 +128,14 @@ def graph_dot(ws: Workspace, targets: list[Target], outcomes: dict[str, str]) ->
     lines.append("  subgraph \"cluster_legend\" {")
     lines.append(f"    graph {_attrs(label='outcome of the last run', style='rounded', color='#adb5bd')};")
     previous = None
-    for outcome, (fill, border) in OUTCOME_COLOURS.items():
+    for outcome in OUTCOME_COLOURS:
         node = f"legend_{outcome}"
-        lines.append(f"    {_q(node)} {_attrs(label=outcome, fillcolor=fill, color=border)};")
+        lines.append(f"    {_q(node)} {_attrs(label=outcome, **_dot_style(outcome, False))};")
         if previous:
             lines.append(f"    {_q(previous)} -> {_q(node)} {_attrs(style='invis')};")
         previous = node
-    lines.append(f"    \"legend_lane\" {_attrs(label=LANE_SKIPPED, style='rounded,dashed', tooltip=f'declared for another lane than {lane}, or needs such a target')};")
+    lane_tip = f"declared for another lane than {lane}, or needs such a target"
+    lines.append(f"    \"legend_lane\" {_attrs(label=LANE_SKIPPED, **_dot_style(SKIPPED, True), tooltip=lane_tip)};")
     lines.append(f"    {_q(previous)} -> \"legend_lane\" {_attrs(style='invis')};")
     lines.append("  }")
     lines.append("}")
@@ -188,6 +196,7 @@ def graph_mermaid(ws: Workspace, targets: list[Target], outcomes: dict[str, str]
         lines.append(f"    legend_{_class(outcome)}[\"{outcome}\"]")
         members_of.setdefault(_class(outcome), []).append(f"legend_{_class(outcome)}")
     lines.append(f"    legend_lane[\"{LANE_SKIPPED}\"]")
+    members_of.setdefault(_class(SKIPPED), []).append("legend_lane")
     dashed.append("legend_lane")
     lines.append("  end")
     for outcome, (fill, border) in OUTCOME_COLOURS.items():
@@ -226,11 +235,8 @@ def render_png(dot_text: str, out_path: str | Path) -> bool:
     dot = shutil.which("dot")
     if dot is None:
         return False
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
+
+    def render(tmp: str) -> None:
         try:
             proc = subprocess.run([dot, "-Tpng", "-o", tmp], input=dot_text, capture_output=True,
                                   text=True, timeout=DOT_TIMEOUT)
@@ -238,11 +244,24 @@ def render_png(dot_text: str, out_path: str | Path) -> bool:
             raise LLMBuildError(f"dot did not finish within {DOT_TIMEOUT} s") from None
         if proc.returncode != 0:
             raise LLMBuildError(f"dot failed ({proc.returncode}): {proc.stderr.strip()}")
+
+    _write_whole(Path(out_path), render)
+    return True
+
+
+def _write_whole(out_path: Path, write) -> None:
+    """`write(tmp)` fills a temporary file beside `out_path`, which then replaces it, readable by
+    all (0644) like any file a command writes for people and tools to open."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return True
 
 
 def graph_text(ws: Workspace, targets: list[Target], fmt: str) -> str:
@@ -250,10 +269,18 @@ def graph_text(ws: Workspace, targets: list[Target], fmt: str) -> str:
     return (graph_mermaid if fmt == "mermaid" else graph_dot)(ws, targets, load_outcomes(ws.dist))
 
 
+#: File name extension of each format, for the default output path dist/graph.<extension>.
+EXTENSIONS = {"dot": "dot", "mermaid": "mmd", "png": "png"}
+
+
+def default_graph_path(ws: Workspace, fmt: str) -> Path:
+    return ws.dist / f"graph.{EXTENSIONS[fmt]}"
+
+
 def write_graph(ws: Workspace, targets: list[Target], fmt: str, out: Path) -> None:
     text = graph_text(ws, targets, fmt)
     if fmt != "png":
-        out.write_text(text)
+        _write_whole(out, lambda tmp: Path(tmp).write_text(text))
     elif not render_png(text, out):
         raise LLMBuildError("a PNG needs Graphviz's `dot` (Debian: apt-get install graphviz); "
                             "--format dot or mermaid work without it")

@@ -12,7 +12,6 @@ daemon, so a deleted or pruned image is rebuilt.
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated, Any
 
 from pydantic import Field, model_validator
@@ -47,10 +46,6 @@ class ContainerFields(TargetFields):
         if self.image and (self.context or self.build_args or self.target):
             raise ValueError("context, build_args and target only apply with dockerfile")
         return self
-
-
-def _say(ctx, line: str) -> None:
-    print(f"[{ctx.address}] {line}", file=sys.stderr, flush=True)
 
 
 @register
@@ -90,6 +85,20 @@ class Container(Kind):
                           target=f.target, platform=f.platform)
         return Plan(params=params)
 
+    def commands(self, ctx):
+        """The `docker` command line equivalent to what `run` asks the daemon for (through its API)."""
+        f: ContainerFields = ctx.fields
+        tag = image_tag("<action key>")
+        if f.image:
+            return [{"tool": "docker", "argv": ["docker", "pull", *(["--platform", f.platform] if f.platform else []),
+                                                f.image],
+                     "note": f"only when the daemon lacks it; then tagged {tag}"}]
+        argv = ["docker", "build", "-t", tag, "-f", str(ctx.sources["dockerfile"])]
+        for name, value in sorted(f.build_args.items()):
+            argv += ["--build-arg", f"{name}={value}"]
+        argv += (["--target", f.target] if f.target else []) + (["--platform", f.platform] if f.platform else [])
+        return [{"tool": "docker", "argv": argv + [str(ctx.sources["context"])]}]
+
     def output_valid(self, ctx, key):
         from ..executors.docker import docker_client
         from docker.errors import ImageNotFound
@@ -113,7 +122,7 @@ class Container(Kind):
         image = client.images.get(tag)
         identity = {"image_id": image.id, **self._versions(ctx, image)}
         (ctx.out / IMAGE_FILE).write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
-        _say(ctx, f"image {image.id[:19]} ({tag})")
+        ctx.progress.keep(f"image {image.id[:19]} ({tag})")
 
     def _take(self, client, ctx):
         from docker.errors import APIError, ImageNotFound
@@ -122,7 +131,7 @@ class Container(Kind):
         try:
             return client.images.get(ref)
         except ImageNotFound:
-            _say(ctx, f"pulling {ref}")
+            ctx.progress(f"pulling {ref}")
         try:
             return client.images.pull(ref, platform=ctx.fields.platform)
         except APIError as err:
@@ -143,7 +152,7 @@ class Container(Kind):
                 if text:
                     log.write(text)
                     if text.strip() and (text.startswith("Step ") or text.startswith("Successfully")):
-                        _say(ctx, text.strip())
+                        ctx.progress(text.strip())
 
     def _versions(self, ctx, image) -> dict[str, str | None]:
         """Declared versions, checked against (or else read from) the image's environment."""

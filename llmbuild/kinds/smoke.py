@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -140,6 +139,9 @@ class Smoke(Kind):
         return Plan(params={"requests": requests}, extra_identity=ctx.toolchain.server_identity(),
                     gpus=gpu_demand(ctx, repository["world_size"]))
 
+    def commands(self, ctx):
+        return [ctx.serving_command(ctx.dep_link("repository"), ctx.facts_of("repository")["world_size"])]
+
     def run(self, ctx):
         if ctx.facts_of("repository").get("engine_free"):
             return run_llmapi(ctx)
@@ -147,12 +149,14 @@ class Smoke(Kind):
         count_tokens = _token_counter(repository / "preprocessing" / "1" / "tokenizer")
         session = _Session(ctx)
         world_size = ctx.facts_of("repository")["world_size"]
+        requests = ctx.plan.params["requests"]
         # Triton writes the attempt's log; our lines follow once it has stopped
         with _appended_after(ctx.log, session.said), _linked_copy(repository, ctx.work / "repository") as served, \
-                ctx.serve(served, log_path=ctx.log, world_size=world_size, progress=session.say) as server:
+                ctx.serve(served, log_path=ctx.log, world_size=world_size) as server:
             from ..toolchains.client import generate
 
-            for request in ctx.plan.params["requests"]:
+            for number, request in enumerate(requests, 1):
+                ctx.progress(f"request {number}/{len(requests)}")
                 spec = RequestFields.model_validate(request)
                 payload = {"text_input": spec.prompt, "max_tokens": spec.max_tokens,
                            "bad_words": spec.bad_words, "stop_words": spec.stop_words,
@@ -179,7 +183,7 @@ class _Session:
         self.said: list[str] = []  # appended to the log once the server has stopped
 
     def say(self, line: str) -> None:
-        _say(self.ctx, line)
+        self.ctx.progress.keep(line)
         self.said.append(f"llmbuild: {line}\n")
 
     def record(self, endpoint: str, spec: RequestFields, status: int, text: str, error: str | None,
@@ -228,18 +232,21 @@ def run_llmapi(ctx) -> None:
     session = _Session(ctx)
     with _appended_after(ctx.log, session.said), \
             _linked_copy(ctx.dep_out("repository"), ctx.work / "repository") as served, \
-            ctx.serve(served, log_path=ctx.log, world_size=facts["world_size"], progress=session.say) as server:
+            ctx.serve(served, log_path=ctx.log, world_size=facts["world_size"]) as server:
         if facts["format"] == "triton":
             for problem in config_problems(server.http_url, facts["triton_config"]):
                 session.failed.append(problem)
                 session.say(problem)
-        for request in ctx.plan.params["requests"]:
+        requests = ctx.plan.params["requests"]
+        timeout = min(REQUEST_TIMEOUT, ctx.toolchain.serve_timeout or REQUEST_TIMEOUT)
+        for number, request in enumerate(requests, 1):
+            ctx.progress(f"request {number}/{len(requests)}")
             spec = RequestFields.model_validate({**request, "endpoint": None})
             if facts["format"] == "triton":
                 payload = {"text_input": spec.prompt, "sampling_param_max_tokens": spec.max_tokens}
                 if spec.stream:
                     payload["streaming"] = True
-                answer = generate(server.http_url, "tensorrt_llm", payload, stream=spec.stream)
+                answer = generate(server.http_url, "tensorrt_llm", payload, stream=spec.stream, timeout=timeout)
                 session.record("tensorrt_llm", spec, answer.status, answer.text, answer.error, None, answer.seconds)
                 continue
             for route in ("completions", "chat/completions"):
@@ -283,7 +290,3 @@ def _linked_copy(repository: Path, where: Path):
         yield where
     finally:
         shutil.rmtree(where, ignore_errors=True)
-
-
-def _say(ctx: KindContext, line: str) -> None:
-    print(f"[{ctx.address}] {line}", file=sys.stderr, flush=True)

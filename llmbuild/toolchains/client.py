@@ -88,9 +88,13 @@ class TritonStartError(RuntimeError):
 
 def wait_until_ready(http_url: str, *, deadline: float, exited: Callable[[], int | None],
                      fail: Callable[[str], Exception], timeout: float,
-                     explicit_models: Sequence[str] = ()) -> None:
+                     explicit_models: Sequence[str] = (),
+                     progress: Callable[[str], None] | None = None,
+                     status: Callable[[], str | None] | None = None) -> None:
     """Poll until the server is ready and every wanted model is READY; `fail(what)` makes the
-    error when the server exits (exited() returns its code), a model fails, or time runs out."""
+    error when the server exits (exited() returns its code), a model fails, or time runs out.
+    `progress` hears what `status()` says (e.g. "loading models 3/5", from the server's log:
+    Triton answers HTTP only once its models are loaded) whenever that changes."""
     import tritonclient.http as httpclient
 
     def new_client():
@@ -98,6 +102,7 @@ def wait_until_ready(http_url: str, *, deadline: float, exited: Callable[[], int
 
     client = new_client()
     last_state = "no answer yet"
+    shown = ""
     try:
         while True:
             rc = exited()
@@ -118,6 +123,10 @@ def wait_until_ready(http_url: str, *, deadline: float, exited: Callable[[], int
                 with contextlib.suppress(Exception):  # a broken connection gets a fresh client
                     client.close()
                 client = new_client()
+            now = status() if status is not None else None
+            if progress is not None and now and now != shown:
+                progress(now)
+                shown = now
             if time.monotonic() > deadline:
                 raise fail(f"not ready after {timeout:.0f} s ({last_state})")
             time.sleep(0.1)

@@ -115,19 +115,36 @@ def recipe_hash(base_python: str = BASE_PYTHON) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _locate(root: Path) -> TritonEnv:
-    """Build a TritonEnv for ``root`` (our layout) and check its files exist."""
+def layout(root: Path) -> TritonEnv:
+    """The TritonEnv our layout puts under ``root`` (whether or not it is installed there)."""
     venv = root / "venv"
-    python = venv / "bin" / "python"
     site = venv / "lib" / f"python{PYTHON_TAG}" / "site-packages"
-    env = TritonEnv(
+    return TritonEnv(
         root=root,
         venv=venv,
-        python=python,
+        python=venv / "bin" / "python",
         site_packages=site,
         tritonserver=site / "pytriton" / "tritonserver" / "bin" / "tritonserver",
         backend_dir=root / "backends",
     )
+
+
+def _install_dir(root: Path, base_python: str) -> Path:
+    return Path(root).expanduser().resolve() / f"triton-cpu-{recipe_hash(base_python)}"
+
+
+def planned_cpu_triton(root: Path, *, base_python: str = BASE_PYTHON) -> TritonEnv:
+    """Where ensure_cpu_triton's environment is (or will be) for ``root``: for plans."""
+    override = os.environ.get(ENV_VAR)
+    if override:
+        return layout(Path(override).expanduser().resolve())
+    return layout(_install_dir(root, base_python))
+
+
+def _locate(root: Path) -> TritonEnv:
+    """Build a TritonEnv for ``root`` (our layout) and check its files exist."""
+    env = layout(root)
+    python = env.python
     missing = [
         p
         for p in (
@@ -150,6 +167,25 @@ def _is_complete(target: Path) -> bool:
     return (target / MARKER).is_file()
 
 
+def find_cpu_triton(root: Path, *, base_python: str = BASE_PYTHON) -> TritonEnv | None:
+    """The environment, when it is installed and complete (None: ensure_cpu_triton installs it)."""
+    override = os.environ.get(ENV_VAR)
+    if override:
+        return _locate(Path(override).expanduser().resolve())
+    target = _install_dir(root, base_python)
+    if _is_complete(target):
+        try:
+            return _locate(target)
+        except TritonEnvError:
+            pass  # files removed behind our back: rebuild under the lock
+    return None
+
+
+def install_log(target: Path) -> Path:
+    """Where an install's pip output goes (beside the environment: it outlives a failed attempt)."""
+    return target.with_name(target.name + ".install.log")
+
+
 def ensure_cpu_triton(
     root: Path,
     *,
@@ -161,19 +197,11 @@ def ensure_cpu_triton(
     Idempotent and safe to call from concurrent processes: one builds while
     the others wait on the lock, then all reuse the same directory.
     """
-    override = os.environ.get(ENV_VAR)
-    if override:
-        return _locate(Path(override).expanduser().resolve())
-
-    root = Path(root).expanduser().resolve()
-    target = root / f"triton-cpu-{recipe_hash(base_python)}"
-    if _is_complete(target):
-        try:
-            return _locate(target)
-        except TritonEnvError:
-            pass  # files removed behind our back: rebuild under the lock
-
-    root.mkdir(parents=True, exist_ok=True)
+    found = find_cpu_triton(root, base_python=base_python)
+    if found is not None:
+        return found
+    target = _install_dir(root, base_python)
+    target.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(target) + ".lock")
     try:
         lock.acquire(timeout=0)
@@ -232,8 +260,9 @@ def _build(target: Path, *, base_python: str, progress: Callable[[str], object])
         "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
         *PACKAGES,
     ]
-    progress("installing " + " ".join(PACKAGES) + " (about a minute)")
-    _stream(argv, progress=progress, env=_clean_env())
+    log = install_log(target)
+    progress(f"pip install {' '.join(PACKAGES)} (about a minute; log: {log})")
+    _pip(argv, log=log, progress=progress, env=_clean_env())
 
     site = venv / "lib" / f"python{PYTHON_TAG}" / "site-packages"
     src_backends = site / "pytriton" / "tritonserver" / "backends"
@@ -307,28 +336,28 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _stream(argv: list[str], *, progress: Callable[[str], object], env: dict[str, str]) -> None:
-    tail: list[str] = []
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        text=True, env=env, bufsize=1,
-        preexec_fn=pdeathsig_preexec(),  # no pip left writing into the venv if we are killed
-    )
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            tail = (tail + [line])[-20:]
-            progress(line)
-        rc = proc.wait()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    if rc != 0:
-        raise TritonEnvError(
-            f"{' '.join(argv[:4])} failed (exit {rc}):\n" + "\n".join(tail)
+def _pip(argv: list[str], *, log: Path, progress: Callable[[str], object], env: dict[str, str]) -> None:
+    """Run pip with its output in `log`; progress hears what it is collecting, not every line."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            text=True, env=env, bufsize=1,
+            preexec_fn=pdeathsig_preexec(),  # no pip left writing into the venv if we are killed
         )
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+                if line.startswith(("Collecting ", "Installing collected packages")):
+                    progress("pip: " + line.strip().split(":")[0].lower())
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    if rc != 0:
+        raise TritonEnvError(f"pip install of the CPU Triton environment failed (exit {rc}); log: {log}")
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use: python -m llmbuild.toolchains.cpu.install ROOT

@@ -38,13 +38,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from llmbuild.toolchains.client import TritonStartError, wait_until_ready
 from llmbuild.toolchains.cpu.install import TritonEnv, pdeathsig_preexec
 
 SHM_DIR = Path("/dev/shm")
 SHM_DEFAULT_PREFIX = "triton_python_backend_shm_region_"
+#: HTTP, gRPC and metrics ports a plan shows (a server takes free ones when it starts).
+PLANNED_PORTS = (8000, 8001, 8002)
 LOG_TAIL_LINES = 40
 _PORT_IN_USE_MARKERS = ("address already in use", "address in use", "already in use", "failed to bind")
 
@@ -130,6 +132,7 @@ class TritonServer:
         extra_args: Sequence[str] = (),
         host: str = "127.0.0.1",
         environment: Mapping[str, str] | None = None,
+        progress: Callable[[str], None] | None = None,
     ):
         if model_control not in ("none", "explicit"):
             raise ValueError(f"model_control must be 'none' or 'explicit', not {model_control!r}")
@@ -146,6 +149,7 @@ class TritonServer:
         self.extra_args = tuple(extra_args)
         self.host = host
         self.environment = dict(environment or {})  # on top of the install's (e.g. CUDA_VISIBLE_DEVICES)
+        self.progress = progress or (lambda phase: None)  # "starting Triton on :port", "loading models 1/5"
         self._workdir_arg = Path(workdir).resolve() if workdir is not None else None
         self._workdir: Path | None = None
         self._own_workdir = False
@@ -249,8 +253,10 @@ class TritonServer:
 
     # -- start ------------------------------------------------------------------------------
 
-    def argv(self) -> list[str]:
-        http, grpc, metrics = self._need_ports()
+    def argv(self, ports: tuple[int, int, int] | None = None, shm_prefix: str | None = None) -> list[str]:
+        """The tritonserver argv (ports and shared-memory prefix: this server's, or those given)."""
+        http, grpc, metrics = ports or self._need_ports()
+        shm_prefix = self._shm_prefix if shm_prefix is None else shm_prefix
         argv = [
             str(self.env.tritonserver),
             "--model-repository", str(self.repository),
@@ -262,7 +268,7 @@ class TritonServer:
             "--allow-gpu-metrics", "false",
             "--pinned-memory-pool-byte-size", "0",
             "--disable-auto-complete-config",
-            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         ]
         if self.model_control == "explicit":
             argv += ["--model-control-mode", "explicit"]
@@ -338,6 +344,7 @@ class TritonServer:
                 close_fds=True,
                 preexec_fn=pdeathsig_preexec(signal.SIGKILL),
             )
+        self.progress(f"starting Triton on :{self.http_port}")
         self._wait_ready(started)
         self.ready_seconds = time.monotonic() - started
 
@@ -356,7 +363,16 @@ class TritonServer:
         assert self._proc is not None
         wait_until_ready(self.http_url, deadline=started + self.ready_timeout, exited=self._proc.poll,
                          fail=self._fail, timeout=self.ready_timeout,
-                         explicit_models=self.load_models if self.model_control == "explicit" else ())
+                         explicit_models=self.load_models if self.model_control == "explicit" else (),
+                         progress=self.progress, status=self._loading)
+
+    def _loading(self) -> str | None:
+        """'loading models 3/5', counted in the server's log (models: the repository's directories
+        with a config.pbtxt, or the explicit ones)."""
+        wanted = len(self.load_models) if self.model_control == "explicit" else \
+            sum(1 for p in self.repository.glob("*/config.pbtxt"))
+        loaded = sum(1 for line in _read_log(self.log_path, self._log_offset) if "successfully loaded '" in line)
+        return f"loading models {min(loaded, wanted)}/{wanted}" if wanted else None
 
     # -- stop -------------------------------------------------------------------------------
 
@@ -367,6 +383,7 @@ class TritonServer:
             self.close_clients()
             proc = self._proc
             if proc is not None and proc.poll() is None:
+                self.progress("stopping Triton")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGTERM)
                 try:

@@ -57,19 +57,37 @@ class CpuToolchain(BaseToolchain):
         return {"tritonserver": TRITON_VERSION,
                 "trtllm_serve_stand_in": code_digest(Path(__file__).parent / "openai_server.py")}
 
+    def serving_command(self, repository: Path, *, executor: Executor, world_size: int) -> dict[str, Any]:
+        from .install import planned_cpu_triton
+        from .server import PLANNED_PORTS, SHM_DEFAULT_PREFIX, TritonServer
+
+        env = planned_cpu_triton(self.toolchains_dir)
+        argv = TritonServer(repository, env, log_path=Path("log.txt")).argv(
+            ports=PLANNED_PORTS, shm_prefix=f"{SHM_DEFAULT_PREFIX}llmbuild_<pid>_<random>_")
+        argv[argv.index("--model-repository") + 1] = str(repository)  # the dist link, not the entry behind it
+        return {"tool": "tritonserver", "executor": "local", "argv": argv,
+                "note": f"on this host, on free ports (not {'/'.join(map(str, PLANNED_PORTS))}), with "
+                        f"PATH and LD_LIBRARY_PATH of the CPU Triton in {env.root}, on a hard-linked copy "
+                        f"of the repository"}
+
     def serve(self, repository: Path, *, executor: Executor, log_path: Path, progress, world_size: int,
               gpus: tuple[int, ...] = ()):
         """The real Triton from the nvidia-pytriton wheel, installed under the cache on first use,
         on this host whatever executor runs the build steps (seeing the GPUs the smoke holds); for a
-        repository with a serve.json (trtllm-serve), the OpenAI-compatible stand-in on its argv."""
+        repository with a serve.json (trtllm-serve), the OpenAI-compatible stand-in on its argv.
+        The one-time install is a phase of its own, not counted in the smoke's seconds."""
         if (repository / "serve.json").is_file():
             from .openai_server import OpenAIStandIn
 
             progress("starting the CPU-lane trtllm-serve stand-in (llmbuild's PyTorch runtime, not TensorRT-LLM)")
             return OpenAIStandIn(repository, log_path=log_path, environment=device_env(gpus))
-        from .install import ensure_cpu_triton
+        from .install import ensure_cpu_triton, find_cpu_triton
         from .server import TritonServer
 
-        env = ensure_cpu_triton(self.toolchains_dir, progress=progress)
+        env = find_cpu_triton(self.toolchains_dir)
+        if env is None:
+            with progress.aside("installing CPU Triton (one time)"):
+                env = ensure_cpu_triton(self.toolchains_dir, progress=progress)
         limit = {"ready_timeout": self.serve_timeout} if self.serve_timeout else {}
-        return TritonServer(repository, env, log_path=log_path, environment=device_env(gpus), **limit)
+        return TritonServer(repository, env, log_path=log_path, environment=device_env(gpus), progress=progress,
+                            **limit)

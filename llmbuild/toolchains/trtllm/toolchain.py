@@ -46,6 +46,14 @@ class TrtllmToolchain(BaseToolchain):
     def server_identity(self) -> dict[str, Any]:
         return {"tritonserver": "container"}
 
+    def serving_command(self, repository: Path, *, executor: Executor, world_size: int) -> dict[str, Any]:
+        argv = triton_launch_argv(world_size)
+        if not hasattr(executor, "describe_server"):  # serving_unavailable says why it cannot run
+            return {"tool": "tritonserver", "argv": argv}
+        return {"tool": "tritonserver", **executor.describe_server(argv, repository=repository, gpus=world_size,
+                                                                  port=TRITON_HTTP_PORT),
+                "note": f"its port {TRITON_HTTP_PORT} published on a free loopback port"}
+
     @contextmanager
     def serve(self, repository: Path, *, executor: Executor, log_path: Path, progress,
               world_size: int, gpus: tuple[int, ...] = ()) -> Iterator[Any]:
@@ -63,11 +71,15 @@ class TrtllmToolchain(BaseToolchain):
         with executor.running(triton_launch_argv(ranks), repository=repository, gpus=gpus or world_size,
                               port=TRITON_HTTP_PORT, log_path=log_path, label="tritonserver") as server:
             ready_timeout = self.serve_timeout or READY_TIMEOUT
+            progress(f"starting Triton on :{server.http_url.rpartition(':')[2]} ({world_size} rank(s))")
             wait_until_ready(server.http_url, deadline=time.monotonic() + ready_timeout,
-                             exited=server.exit_code, timeout=ready_timeout,
+                             exited=server.exit_code, timeout=ready_timeout, progress=progress,
                              fail=lambda what: TritonStartError(f"tritonserver {what} (log: {log_path})",
                                                                 log_path=log_path))
-            yield server
+            try:
+                yield server
+            finally:
+                progress("stopping Triton")
 
     def _trtllm_serve(self, repository: Path, *, executor: Executor, log_path: Path, gpus) -> Iterator[Any]:
         """serve.json's argv in the container, its files at /models."""
