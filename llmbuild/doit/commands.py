@@ -1,8 +1,8 @@
 """doit's own commands, said in llmbuild's words. doit loads the dodo file after it has chosen
 its command classes, so these are small patches applied when the dodo is loaded, each keeping
-doit's behaviour for tasks that are not llmbuild's:
+doit's behaviour for tasks that are not llmbuild's (an unknown name, `doit info nosuch:thing`
+included, is refused in one line by `specs.py`):
 
-- `doit info NAME` with an unknown NAME: one line (with a did-you-mean), not a KeyError traceback;
 - `doit info`: an uptodate object's reason without doit's `(args=[], kwargs={})`;
 - `doit clean`: what was removed, not "executing 'Python: function clean_target'" per target;
 - Ctrl-C outside a run (while loading, in `doit info`): one line, not a traceback.
@@ -10,12 +10,10 @@ doit's behaviour for tasks that are not llmbuild's:
 
 from __future__ import annotations
 
-import difflib
 import sys
 
 from doit import cmd_info, task as doit_task
 from doit.action import PythonAction
-from doit.exceptions import InvalidCommand
 
 _patched = False
 
@@ -25,25 +23,9 @@ def quiet_doit() -> None:
     if _patched:
         return
     _patched = True
-    cmd_info.Info._execute = _info_execute(cmd_info.Info._execute)
     cmd_info.Info.get_reasons = staticmethod(_reasons(cmd_info.Info.get_reasons))
     doit_task.Task.clean = _clean(doit_task.Task.clean)
     sys.excepthook = _excepthook(sys.excepthook)
-
-
-def did_you_mean(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _info_execute(execute):
-    def info(self, pos_args, hide_status=False):
-        names = [t.name for t in self.task_list]
-        if len(pos_args) == 1 and pos_args[0] not in names:
-            raise InvalidCommand(f"no target or group '{pos_args[0]}'{did_you_mean(pos_args[0], names)} "
-                                 f"(`doit list` shows them)")
-        return execute(self, pos_args, hide_status=hide_status)
-    return info
 
 
 def _reasons(get_reasons):
