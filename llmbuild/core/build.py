@@ -19,6 +19,7 @@ from .cache import LOG, OUT, Staging
 from .context import KindContext
 from .digests import digest_of_listing
 from .errors import BuildFailed, LLMBuildError
+from .faults import reach
 from .keys import KeyDocument
 from .protocols import Builder, Executor, RemoteCache, Server
 from .slots import SlotPool
@@ -120,10 +121,24 @@ def link_dist(ws: Workspace, target: Target, key: str) -> None:
     if link.exists() and not link.is_symlink():
         raise LLMBuildError(f"{link} exists and is not a link made by llmbuild; move it away")
     tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-    if tmp.is_symlink():
-        tmp.unlink()
+    for stale in link.parent.glob(f".{link.name}.*.tmp"):  # ours, or left by a killed process
+        pid = stale.name.rsplit(".", 2)[1]
+        if stale == tmp or pid.isdigit() and not _running(int(pid)):
+            stale.unlink(missing_ok=True)
     os.symlink(ws.cache.out(key), tmp)
+    reach("dist-link")
     os.replace(tmp, link)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process of this host has this ID (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def bring_up_to_date(ws: Workspace, target: Target) -> Result:
@@ -176,6 +191,7 @@ def restore_from_remote(ws: Workspace, remote: RemoteCache, target: Target, key:
         ws.cache.drop(staging)
         raise
     if manifest is not None and problem is None:
+        reach("restore-staged")
         ws.cache.commit(staging, manifest)
         return True
     ws.cache.drop(staging)
@@ -289,6 +305,7 @@ def _run(ws: Workspace, target: Target, plan: Plan, key: str, document: KeyDocum
         raise BuildFailed(f"{target.address} failed: {reason}; log: {failed / LOG}; "
                           f"output so far: {failed / OUT}", log=failed / LOG,
                           started=started, gpus=gpus) from err
+    reach("output-written")
     outputs = ws.digests.tree_files(staging.out)
     ws.cache.commit(staging, {
         "key": key,

@@ -24,6 +24,8 @@ from typing import Any, Iterator
 
 from filelock import FileLock, Timeout
 
+from .faults import reach
+
 MANIFEST = "manifest.json"
 OUT = "out"
 LOG = "log.txt"
@@ -97,6 +99,7 @@ class Cache:
                 if not stat.S_ISLNK(mode):
                     os.chmod(full, stat.S_IMODE(mode) & ~0o222)  # outputs are immutable
         _write_json(staging.path / MANIFEST, manifest)
+        reach("commit-manifest")
         target = self.entry(staging.key)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():  # committed meanwhile by a builder that did not lock (should not happen)

@@ -11,6 +11,7 @@ from ..core.build import bring_up_to_date, unlink_dist
 from ..core.errors import LLMBuildError
 from ..core.settings import find_workspace_root, load_settings, resolve_dir
 from ..introspect.explain import explain
+from .dbfault import arm_doit_db_write
 from .reporter import RunReporter
 from . import state
 
@@ -81,6 +82,7 @@ def task_llmbuild():
         ws = state.workspace()
     except LLMBuildError as err:
         raise InvalidDodoFile(str(err)) from None
+    arm_doit_db_write()
     for warning in ws.warnings:
         print(f"llmbuild: {warning}", file=sys.stderr)
     groups: dict[str, list[str]] = {}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import BuildFailed
+from ..core.faults import reach
 from ..core.protocols import Invocation
 
 #: What a step on this host inherits from our environment (besides the secrets it names).
@@ -58,6 +59,7 @@ def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str
                                    stderr=subprocess.STDOUT, start_new_session=True,
                                    preexec_fn=die_with_parent)
         try:
+            reach("tool-run")
             assert process.stdout is not None
             for line in process.stdout:
                 log.write(line)
