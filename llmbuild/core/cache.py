@@ -128,7 +128,7 @@ class Cache:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # processes writing one run.json at once
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
