@@ -98,6 +98,34 @@ def test_k_processes_on_one_workspace(tmp_path):
           f"{sum(stdout.count('  restored') for stdout, _ in outputs)} restores")
 
 
+def test_a_builder_killed_while_others_wait_holds_no_one_up(tmp_path):
+    """The first process is SIGKILLed after its engine tool ran, before the commit; K-1 others
+    started meanwhile finish: the engine is built once more, by one of them, and nothing is left."""
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.add_model("tiny-llama", TINY_HF, BUILD_TOML)
+    first = subprocess.Popen([sys.executable, "-m", "doit"], cwd=ws.root, text=True,
+                             env=ws.env(LLMBUILD_FAULT="output-written@2:KILL", LLMBUILD_TEST_BUILD_SECONDS="3"),
+                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "first.err", "w"))
+    deadline = time.monotonic() + 300
+    while f"[{ADDRESSES[1]}] [trtllm-build cpu-lane] emulating" not in (tmp_path / "first.err").read_text():
+        assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.err").read_text()
+        time.sleep(0.05)
+    others = [subprocess.Popen([sys.executable, "-m", "doit"], cwd=ws.root, env=ws.env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(K - 1)]
+    outputs = [proc.communicate(timeout=600) for proc in others]
+    assert first.wait(timeout=60) == -9
+    assert "llmbuild: fault injected at output-written@2: SIGKILL" in (tmp_path / "first.err").read_text()
+    assert [proc.returncode for proc in others] == [0] * (K - 1), outputs
+    counts = builds(outputs)
+    assert counts == {ADDRESSES[0]: 0, ADDRESSES[1]: 1, ADDRESSES[2]: 1}, (counts, outputs)
+    entries = committed(ws.cache)
+    assert set(links_name_whole_entries(ws.root, ws.cache).values()) == set(entries) and len(entries) == 3
+    nothing_left(ws.root, ws.cache)
+    no_lock_held(ws.cache)
+    waited = sum(LOCAL_WAIT in err for _, err in outputs)
+    print(f"\n1 killed + {K - 1} processes: builds {counts}; {waited} waited for the killed builder's lock")
+
+
 def test_k_workspaces_sharing_local_caches_and_a_remote(tmp_path, s3_server):
     """Two local caches, two workspaces on each, one remote: a key one cache's builder publishes,
     the other cache restores from the remote (or, racing for the claim, the other way round)."""
