@@ -202,3 +202,23 @@ def test_killed_at_a_random_time_then_rerun(seed, signal_name, published, s3_ser
     outcomes = check_rerun(ws, env, published)
     print(f"\nSIG{signal_name} after {delay:.2f} s (run ended after {time.monotonic() - clock:.2f} s, "
           f"exit {killed.returncode}): rerun {outcomes}")
+
+
+if FULL:  # about a minute of waiting for the claim to expire
+    def test_the_claim_of_a_killed_uploader_is_taken_over(published, s3_server, tmp_path):
+        """SIGKILLed mid-upload, a build's remote claim stays; another workspace waits for it to
+        expire (it is not renewed), takes it over and publishes the entry."""
+        _, _, keys, _ = published
+        ws, url = start("upload", published, tmp_path)
+        killed = doit_killed(ws, {**ws.env(**s3_server.env), "LLMBUILD_FAULT": "remote-upload@2:KILL"})
+        assert "llmbuild: fault injected at remote-upload@2: SIGKILL" in killed.stderr
+        assert claims(s3_server, prefix_of(url)) == [keys[address("checkpoint")]]
+        assert remote_entries_whole(s3_server, prefix_of(url)) == {}
+        other = Workspace(tmp_path / "other", tmp_path / "other-cache")
+        other.add_model("tiny-llama", TINY_HF, BUILD_TOML)
+        other.write_pyproject(f'remote_cache = "{url}"')
+        run = other.doit(env=other.env(**s3_server.env))
+        assert "was not renewed for 60 s: taking it over" in run.stderr, run.stderr
+        assert run.outcomes == {address(t): "built" for t in TARGETS}
+        assert claims(s3_server, prefix_of(url)) == []
+        assert set(remote_entries_whole(s3_server, prefix_of(url))) == set(keys.values())
