@@ -33,8 +33,8 @@ ADDRESSES = [f"{MODEL}:{t}" for t in ("checkpoint", "engine", "repository")]
 BUILD_TOML = MODEL_TOML + '\n[repository.repository]\nengine = ":engine"\n'
 LOCAL_WAIT = "another process is building the same key; waiting"
 REMOTE_WAIT = "is building the same key (its claim is in"
-SUMMARY = re.compile(r"^  (built|restored) +(\S+)", re.M)
-TOOL_STARTED = re.compile(r"^\[(\S+)\] \[\S+ cpu-lane\] emulating TensorRT-LLM", re.M)
+SUMMARY = re.compile(r"^  (built|restored) +(\S+)", re.MULTILINE)
+TOOL_STARTED = re.compile(r"^\[(\S+)\] \[\S+ cpu-lane\] emulating TensorRT-LLM", re.MULTILINE)
 
 
 def checkpoint_key(ws: Workspace) -> str:
@@ -55,7 +55,7 @@ def run_all_at_once(workspaces: list[Workspace], env: dict[str, str], tmp_path: 
             lock.parent.mkdir(parents=True, exist_ok=True)
             held.enter_context(FileLock(str(lock)))
         procs = [subprocess.Popen([sys.executable, "-m", "doit"], cwd=ws.root, env={**ws.env(), **env},
-                                  stdout=open(out, "w"), stderr=open(err, "w"))
+                                  stdout=held.enter_context(open(out, "w")), stderr=held.enter_context(open(err, "w")))
                  for ws, (out, err) in zip(workspaces, logs)]
         deadline = time.monotonic() + 300
         while not all(LOCAL_WAIT in err.read_text() for _, err in logs):
@@ -103,9 +103,10 @@ def test_a_builder_killed_while_others_wait_holds_no_one_up(tmp_path):
     started meanwhile finish: the engine is built once more, by one of them, and nothing is left."""
     ws = Workspace(tmp_path / "ws", tmp_path / "cache")
     ws.add_model("tiny-llama", TINY_HF, BUILD_TOML)
-    first = subprocess.Popen([sys.executable, "-m", "doit"], cwd=ws.root, text=True,
-                             env=ws.env(LLMBUILD_FAULT="output-written@2:KILL", LLMBUILD_TEST_BUILD_SECONDS="3"),
-                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "first.err", "w"))
+    with open(tmp_path / "first.err", "w") as err:
+        first = subprocess.Popen([sys.executable, "-m", "doit"], cwd=ws.root, text=True, stdout=subprocess.DEVNULL,
+                                 stderr=err, env=ws.env(LLMBUILD_FAULT="output-written@2:KILL",
+                                                        LLMBUILD_TEST_BUILD_SECONDS="3"))
     deadline = time.monotonic() + 300
     while f"[{ADDRESSES[1]}] [trtllm-build cpu-lane] emulating" not in (tmp_path / "first.err").read_text():
         assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.err").read_text()

@@ -19,7 +19,8 @@ def run(spec: str | None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "LLMBUILD_FAULT"}
     if spec is not None:
         env["LLMBUILD_FAULT"] = spec
-    return subprocess.run([sys.executable, "-c", REACH_TWICE], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-c", REACH_TWICE], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
 
 
 def test_unset_reach_does_nothing():
