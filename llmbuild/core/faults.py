@@ -13,9 +13,10 @@ dict lookup. The points (one `reach` line each where they are):
     dist-link        core/build.py        the new dist link exists beside the old one; not yet renamed
     remote-upload    remote/s3.py         a blob is uploaded (with @N: after N blobs)
     remote-download  remote/s3.py         a blob is downloaded (with @N: after N blobs)
-    doit-db-write    doit/tasks.py        doit's dependency file is written; not yet committed
+    doit-db-write    doit/dbfault.py      doit's dependency file is written; not yet committed
     verdict-write    core/verdicts.py     a load-time verdict is about to be stored
-    cache-gc         (`llmbuild cache gc`, once it exists) an entry is being removed
+    cache-gc         `llmbuild cache gc` holds a key's lock, about to evict its entry (a follow-up:
+                     one `reach("cache-gc")` before gc's `cache.evict`, wired with the gc command)
 """
 
 from __future__ import annotations
