@@ -71,6 +71,8 @@ KILLS = (
     Kill("doit-db-write@1", "local", None, "KILL"),
     Kill("doit-db-write@1", "cold", None),
     Kill("verdict-write@1", "local", None, "INT"),
+    Kill("digest-write@1", "cold", None),  # at load
+    Kill("digest-write@3", "cold", "checkpoint"),  # the checkpoint's outputs, before its commit
     # cache-gc: added with `llmbuild cache gc` (a kill while it removes entries; see faults.py)
 )
 #: From outside: the doit process group gets the signal after a random (seeded) delay.

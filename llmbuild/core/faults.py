@@ -15,6 +15,7 @@ dict lookup. The points (one `reach` line each where they are):
     remote-download  remote/s3.py         a blob is downloaded (with @N: after N blobs)
     doit-db-write    doit/dbfault.py      doit's dependency file is written; not yet committed
     verdict-write    core/verdicts.py     a load-time verdict is about to be stored
+    digest-write     core/digests.py      file digests are written to the digest cache; not yet committed
     cache-gc         `llmbuild cache gc` holds a key's lock, about to evict its entry (a follow-up:
                      one `reach("cache-gc")` before gc's `cache.evict`, wired with the gc command)
 """
@@ -28,7 +29,7 @@ import threading
 
 ENV = "LLMBUILD_FAULT"
 POINTS = ("tool-run", "output-written", "commit-manifest", "restore-staged", "dist-link", "remote-upload",
-          "remote-download", "doit-db-write", "verdict-write", "cache-gc")
+          "remote-download", "doit-db-write", "verdict-write", "digest-write", "cache-gc")
 SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT}
 
 
