@@ -1,10 +1,12 @@
 """What a local or remote cache must look like whatever happened to the processes that used it:
-every committed entry whole, every dist link naming one, no lock held, nothing left staged."""
+every committed entry whole, every dist link naming one, no lock held, nothing left staged.
+(And `interruptible`, for the processes these tests interrupt.)"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 from filelock import FileLock
@@ -101,3 +103,9 @@ def remote_entries_whole(s3_server, prefix: str) -> dict[str, dict]:
 def claims(s3_server, prefix: str) -> list[str]:
     """Keys whose claim object is in the remote under `prefix`."""
     return [name.rsplit("/", 1)[1] for name in s3_server.objects(prefix + "claims/")]
+
+
+def interruptible() -> None:
+    """preexec_fn: SIGINT as at a terminal, even when the tests run where it is ignored (a
+    background job of a non-interactive shell)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

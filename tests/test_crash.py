@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from cache_checks import (claims, committed, links_name_whole_entries, no_lock_held, nothing_left,
+from cache_checks import (claims, committed, interruptible, links_name_whole_entries, no_lock_held, nothing_left,
                           remote_entries_whole)
 from conftest import MODEL_TOML, TINY_HF, Workspace
 from s3_fixtures import BUCKET
@@ -135,7 +135,8 @@ def doit_killed(ws: Workspace, env: dict[str, str], *, after: float | None = Non
     """Run doit in a process group of its own; with `after`, send the group the signal after that
     many seconds (if it still runs). Whatever is left of the group afterwards is killed."""
     proc = subprocess.Popen([sys.executable, "-m", "doit"], cwd=ws.root, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=interruptible)
     if after is not None:
         try:
             proc.wait(timeout=after)
@@ -156,7 +157,8 @@ def statuses(ws: Workspace, env: dict[str, str]) -> dict[str, str]:
             if line[:2] in ("U ", "R ") and line.split()[1] in {address(t) for t in TARGETS}}
 
 
-def check_nothing_partial(ws: Workspace, env: dict[str, str], published: Published, interrupted: str | None) -> None:
+def check_nothing_partial(ws: Workspace, env: dict[str, str], published: Published,
+                          interrupted: str | None) -> None:
     keys = published.keys
     links = links_name_whole_entries(ws.root, ws.cache)
     status = statuses(ws, env)
@@ -179,7 +181,7 @@ def check_rerun(ws: Workspace, env: dict[str, str], published: Published) -> dic
     assert links == {f"{MODEL}/{t}": keys[address(t)] for t in TARGETS}
     entries = committed(ws.cache)
     for key in keys.values():
-        assert entries[key]["outputs"] == published.manifests[key]["outputs"], "rebuilt output differs from a clean build"
+        assert entries[key]["outputs"] == published.manifests[key]["outputs"], "the output differs from a clean build's"
     nothing_left(ws.root, ws.cache)
     no_lock_held(ws.cache)
     return run.outcomes

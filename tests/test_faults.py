@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from cache_checks import interruptible
+
 REACH_TWICE = """
 from llmbuild.core.faults import reach
 for i in (1, 2, 3):
@@ -20,7 +22,7 @@ def run(spec: str | None) -> subprocess.CompletedProcess:
     if spec is not None:
         env["LLMBUILD_FAULT"] = spec
     return subprocess.run([sys.executable, "-c", REACH_TWICE], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+                          timeout=60, check=False, preexec_fn=interruptible)
 
 
 def test_unset_reach_does_nothing():
