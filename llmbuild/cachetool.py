@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .core.cache import Cache, _remove_tree
 from .core.errors import LLMBuildError
+from .core.faults import reach
 from .core.protocols import RemoteCache
 from .core.workspace import NotReady, Workspace
 from .doit.reporter import _size as human
@@ -318,6 +319,7 @@ def cache_gc(ws: Workspace, *, max_size: int | None, older_than: float | None, k
                    f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(entry.used))})"
             print(f"{verb} {what}")
             if not dry_run:
+                reach("cache-gc")
                 cache.evict(entry.key)
             removed.append((what, entry.size))
             total -= entry.size

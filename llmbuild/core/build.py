@@ -21,6 +21,7 @@ from .context import KindContext
 from .digests import digest_of_listing
 from .disk import disk_full
 from .errors import BuildFailed, LLMBuildError
+from .faults import reach
 from .keys import KeyDocument
 from .progress import Progress
 from .protocols import Builder, Executor, RemoteCache, Server
@@ -125,12 +126,26 @@ def link_dist(ws: Workspace, target: Target, key: str) -> None:
     if link.exists() and not link.is_symlink():
         raise LLMBuildError(f"{link} exists and is not a link made by llmbuild; move it away")
     tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-    if tmp.is_symlink():
-        tmp.unlink()
+    for stale in link.parent.glob(f".{link.name}.*.tmp"):  # ours, or left by a killed process
+        pid = stale.name.rsplit(".", 2)[1]
+        if stale == tmp or pid.isdigit() and not _running(int(pid)):
+            stale.unlink(missing_ok=True)
     os.symlink(ws.cache.out(key), tmp)
+    reach("dist-link")
     os.replace(tmp, link)
     ws.cache.stamp_used(key)
     ws.cache.register_dist(ws.dist)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process of this host has this ID (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def bring_up_to_date(ws: Workspace, target: Target) -> Result:
@@ -198,6 +213,7 @@ def restore_from_remote(ws: Workspace, remote: RemoteCache, target: Target, key:
         ws.cache.drop(staging)
         raise
     if manifest is not None and problem is None:
+        reach("restore-staged")
         ws.cache.commit(staging, manifest)
         return True
     ws.cache.drop(staging)
@@ -317,6 +333,7 @@ def _run(ws: Workspace, target: Target, plan: Plan, key: str, document: KeyDocum
         raise BuildFailed(f"{target.address} failed: {reason}; log: {failed / LOG}; "
                           f"output so far: {kept}", log=failed / LOG,
                           started=started, gpus=gpus) from err
+    reach("output-written")
     outputs = ws.digests.tree_files(staging.out)
     ws.cache.commit(staging, {
         "key": key,

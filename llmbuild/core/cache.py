@@ -31,6 +31,7 @@ import blake3
 from filelock import FileLock, Timeout
 
 from .digests import hash_file
+from .faults import reach
 
 MANIFEST = "manifest.json"
 OUT = "out"
@@ -129,6 +130,7 @@ class Cache:
         if isinstance(manifest.get("outputs"), dict):
             manifest = {**manifest, **_records(staging.out, manifest["outputs"])}
         _write_json(staging.path / MANIFEST, manifest)
+        reach("commit-manifest")
         target = self.entry(staging.key)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():  # committed meanwhile by a builder that did not lock (should not happen)
@@ -291,7 +293,7 @@ def _when(mtime_ns: int) -> str:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # processes writing one run.json at once
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .digests import _when_unlocked
+from .faults import reach
 
 KEEP_DAYS = 30
 TABLE = "verdicts"
@@ -71,5 +72,6 @@ class VerdictCache:
     def put(self, digest: str, value: Any) -> None:
         payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
+            reach("verdict-write")
             _when_unlocked(lambda: self._connection().execute(
                 f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?)", (digest, payload, int(time.time() // 86400))))

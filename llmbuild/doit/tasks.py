@@ -13,6 +13,7 @@ from ..core.errors import LLMBuildError
 from ..core.settings import find_workspace_root, load_settings, resolve_dir
 from ..introspect.explain import explain
 from .commands import quiet_doit
+from .dbfault import arm_doit_db_write
 from .reporter import RunReporter
 from . import state
 
@@ -93,6 +94,7 @@ def task_llmbuild():
         ws = state.workspace()
     except LLMBuildError as err:
         raise InvalidDodoFile(str(err)) from None
+    arm_doit_db_write()
     for warning in ws.warnings:
         print(f"llmbuild: {warning}", file=sys.stderr)
     groups: dict[str, list[str]] = {}

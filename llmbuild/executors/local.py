@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import BuildFailed
+from ..core.faults import reach
 from ..core.progress import report
 from ..core.protocols import Invocation
 from ..core.redact import Redactor, secret_names
@@ -77,6 +78,7 @@ def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str
             if timer is not None:
                 timer.daemon = True
                 timer.start()
+            reach("tool-run")
             assert process.stdout is not None
             for line in process.stdout:  # ends when every process holding the pipe is gone
                 line = redactor.bytes(line)

@@ -47,6 +47,7 @@ from botocore.config import Config
 from ..core.cache import LOG, OUT, Staging
 from ..core.digests import hash_file
 from ..core.errors import LLMBuildError
+from ..core.faults import reach
 from .settings import RemoteCacheSettings, parse_url
 
 T = TypeVar("T")
@@ -277,6 +278,7 @@ class S3RemoteCache:
         clock = time.monotonic()
         try:
             self._s3().download_file(self._bucket, self._blob(file["digest"]), str(path), Config=self._transfer)
+            reach("remote-download")
         except botocore.exceptions.ClientError as err:
             if _missing(err):
                 raise Unusable(f"partial (the content of {name} is missing)") from None
@@ -320,6 +322,7 @@ class S3RemoteCache:
             return False
         clock = time.monotonic()
         self._s3().upload_file(str(path), self._bucket, self._blob(digest), Config=self._transfer)
+        reach("remote-upload")
         self._suspect.discard(digest)
         if file["size"] >= PROGRESS_BYTES:
             _say(f"{label}: uploaded {name} ({_size(file['size'])}) in {time.monotonic() - clock:.1f} s")
