@@ -16,7 +16,7 @@ from .errors import LLMBuildError
 from .graph import resolve_references, topological_order
 from .context import KindContext
 from .keys import KeyDocument
-from .paths import resolve_source
+from .paths import escaping_link, resolve_source
 from .protocols import Executor, Plugins, Toolchain
 from .settings import Settings, find_workspace_root, load_settings, resolve_dir
 from .steps import PathArg, Plan
@@ -76,8 +76,9 @@ class Workspace:
         self.order = topological_order(targets)
         self.targets = {t.address: t for t in self.order}
         self.targets_by_name = {str(t.address): t for t in self.order}
-        for target in self.order:  # dependencies first: their facts are known when asked for
+        for target in self.order:  # every path checked before any target is (and a verdict stored)
             self._resolve_sources(target)
+        for target in self.order:  # dependencies first: their facts are known when asked for
             target.unavailable = self._unavailable(target)
             target.sources.update(target.kind.derived_sources(self.context(target)))
             if target.unavailable is None:
@@ -143,6 +144,10 @@ class Workspace:
                                                data_roots=self.data_roots)
                 if problem:
                     raise target.error(problem, key=field)
+                link = escaping_link(path, [self.root, *self.data_roots]) if path.is_dir() else None
+                if link:
+                    raise target.error(f"{link[0].relative_to(path.parent)} is a symlink to {link[1]}, outside "
+                                       "the workspace and every data root", key=field)
                 target.sources[name] = path
 
     def _unavailable(self, target: Target) -> str | None:

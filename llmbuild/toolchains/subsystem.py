@@ -12,11 +12,12 @@ import functools
 import subprocess
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..core.errors import LLMBuildError
 from ..core.protocols import Subsystem
 from ..core.target import Ref, TargetFields
+from .trtllm import flags
 
 #: The field naming the container target whose image runs a target's steps.
 CONTAINER_FIELD = "container"
@@ -62,6 +63,14 @@ class ToolchainSettings(BaseModel):
     host: HostSettings = Field(
         default_factory=HostSettings,
         description="[tool.llmbuild.host]: how this host runs TensorRT-LLM on the GPU lane, and what it offers.")
+
+    @field_validator("trtllm_version")
+    @classmethod
+    def _known_version(cls, value: str | None) -> str | None:
+        """An unknown version fails here, naming the setting, not when a toolchain is picked."""
+        if value is not None:
+            flags.resolve_version(value)
+        return value
 
     @model_validator(mode="before")
     @classmethod
