@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .errors import LLMBuildError, odd_character, shown
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: Longest target name: it is a file name under dist/ (at most 255 bytes on most filesystems).
 MAX_NAME = 128
 
