@@ -66,8 +66,11 @@ class DefaultPlugins:
         options = self.options(ws)
         container = target.deps.get(CONTAINER_FIELD)
         declared = ws.facts(container) if container is not None else {}
-        version = flags.resolve_version(declared.get("trtllm_version") or options.trtllm_version
-                                        or flags.DEFAULT_VERSION)
+        try:  # the workspace's version is checked with the settings; a container's is checked here
+            version = flags.resolve_version(declared.get("trtllm_version") or options.trtllm_version
+                                            or flags.DEFAULT_VERSION)
+        except flags.FlagError as err:
+            raise container.error(str(err), key="trtllm_version") from None
         tensorrt = declared.get("tensorrt_version")
         cache_key = (ws.lane, version, tensorrt, options.model_dump_json())
         if cache_key not in self._toolchains:

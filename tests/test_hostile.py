@@ -112,6 +112,18 @@ def run(ws: Path, env: dict[str, str], *argv: str) -> subprocess.CompletedProces
                           timeout=120)
 
 
+def run_both(ws: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """`doit` and `llmbuild plan --json` side by side (both stop at load time; halves the wait)."""
+    argvs = ([sys.executable, "-m", "doit"], [sys.executable, "-m", "llmbuild", "plan", "--json"])
+    procs = [subprocess.Popen(argv, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for argv in argvs]
+    done = []
+    for argv, proc in zip(argvs, procs):
+        out, err = proc.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
+    return done[0], done[1]
+
+
 def expected_line(expect: dict) -> tuple[str, str]:
     """(the location prefix 'file: target: key: ', the message fragment)."""
     where = [expect[part] for part in ("file", "target", "key") if part in expect]
@@ -137,14 +149,14 @@ def test_hostile_input_is_refused_at_load(case, built, tmp_path):
     expect = {k: v.replace("@WS@", str(ws)) for k, v in spec(case)["expect"].items()}
     cache_before = tree_digest(ws / "cache")
 
-    doit = run(ws, env, "-m", "doit")
-    if spec(case)["setup"].get("doit_reads_it_first") if "setup" in spec(case) else False:
+    doit, plan = run_both(ws, env)
+    if spec(case).get("setup", {}).get("doit_reads_it_first"):
         # doit parses pyproject.toml for [tool.doit] before it loads dodo.py: its own parser's
         # traceback comes first, out of llmbuild's reach (still nothing runs)
-        assert doit.returncode != 0 and "pyproject.toml" in doit.stderr + doit.stdout or "toml" in doit.stderr
+        assert doit.returncode != 0 and "load_config_toml" in doit.stderr, doit.stderr
     else:
         assert_refused(doit, "ERROR: ", expect)
-    assert_refused(run(ws, env, "-m", "llmbuild", "plan", "--json"), "llmbuild: error: ", expect)
+    assert_refused(plan, "llmbuild: error: ", expect)
 
     assert tree_digest(ws / "cache") == cache_before, "the cache changed"
     dist = ws / "dist"
@@ -177,3 +189,120 @@ def test_shell_metacharacters_stay_one_argv_element(case, built, tmp_path):
 def test_the_corpus_is_big_enough():
     refused = [c for c in CASES if "expect" in spec(c)]
     assert len(refused) >= 50, len(refused)
+
+
+# -- every string field ------------------------------------------------------------------------
+
+#: What a shell would run: ';', '$(...)', backticks, a pipe, '&' and a newline.
+PAYLOAD = "x; touch PWNED $(touch PWNED) `touch PWNED` | cat & rm -rf /\ntouch PWNED"
+#: The smallest valid target of each kind (a container built from a Dockerfile takes the
+#: fields that only apply then).
+MINIMAL = {"checkpoint": {"source": "hf"}, "engine": {"checkpoint": ":c"}, "repository": {"engine": ":e"},
+           "smoke": {"repository": ":r", "prompt": "hi"}, "container": {"dockerfile": "Dockerfile"}}
+NAMES = {"checkpoint": "c", "engine": "e", "repository": "r", "smoke": "s", "container": "img"}
+
+
+def _string_fields(model, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted field, the TOML value that puts PAYLOAD there) for every field a string reaches:
+    str, Literal strings, lists and dicts of them, inside nested tables and lists of tables."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    def options(annotation) -> list:
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            return [o for arg in typing.get_args(annotation) for o in options(arg)]
+        if typing.get_origin(annotation) is typing.Annotated:
+            return options(typing.get_args(annotation)[0])
+        return [annotation]
+
+    found = []
+    for name, info in model.model_fields.items():
+        for option in options(info.annotation):
+            origin, args = typing.get_origin(option), typing.get_args(option)
+            if option is str or (origin is typing.Literal and all(isinstance(a, str) for a in args)):
+                found.append((prefix + name, PAYLOAD))
+            elif origin is list and args[0] is str:
+                found.append((prefix + name, [PAYLOAD]))
+            elif origin is dict and str in options(args[1]):
+                found.append((prefix + name, {"A": PAYLOAD}))
+                found.append((prefix + name + ".<key>", {PAYLOAD: "1"}))
+            elif isinstance(option, type) and issubclass(option, BaseModel):
+                found.extend((f"{prefix}{name}.{inner}", value)
+                              for inner, value in _string_fields(option))
+            elif origin is list and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+                found.extend((f"{prefix}{name}.0.{inner}", value)
+                              for inner, value in _string_fields(args[0]))
+    return found
+
+
+def _nest(dotted: str, value, kind: str) -> dict:
+    """The target's table with `value` at `dotted` (`requests.0.prompt`, `lora.dirs`)."""
+    from llmbuild.plugins import load_kinds
+
+    parts = dotted.removesuffix(".<key>").split(".")
+    table = dict(MINIMAL[kind])
+    if parts[0] == "image":
+        table.pop("dockerfile")
+    required = {"quantization": {"qformat": "fp8"}, "requests": {"prompt": "hi"}}
+    inner = required.get(parts[0], {})
+    if len(parts) == 1:
+        table[parts[0]] = value
+    elif parts[1] == "0":
+        table[parts[0]] = [{**inner, parts[2]: value}]
+    else:
+        table[parts[0]] = {**inner, parts[1]: value}
+    assert load_kinds()[kind].Fields.model_fields, kind
+    return table
+
+
+def _toml(value) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _every_string_field() -> list[tuple[str, str]]:
+    from llmbuild.plugins import load_kinds
+
+    return [(kind, field) for kind, k in sorted(load_kinds().items())
+            for field in sorted(dict(_string_fields(k.Fields)))]
+
+
+@pytest.mark.parametrize("kind, field", _every_string_field())
+def test_shell_metacharacters_in_every_string_field(kind, field, tmp_path):
+    """Refused with one line naming the field, or kept whole: no argv element holds part of it."""
+    from llmbuild.core.errors import LLMBuildError
+    from llmbuild.introspect.plan import plan_document
+    from llmbuild.plugins import load_kinds, load_workspace
+
+    table = _nest(field, dict(_string_fields(load_kinds()[kind].Fields))[field], kind)
+    tables = {k: (table if k == kind else MINIMAL[k]) for k in MINIMAL}
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    shutil.copytree(TINY_HF, tmp_path / "models" / "m" / "hf")
+    (tmp_path / "models" / "m" / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "pyproject.toml").write_text(SETTINGS)
+    (tmp_path / "models" / "m" / "BUILD.toml").write_text("".join(
+        f"[{k}.{NAMES[k]}]\n" + "".join(f"{key} = {_toml(v)}\n" for key, v in t.items()) + "\n"
+        for k, t in tables.items()))
+    environ = {"LLMBUILD_TOOLCHAINS_DIR": str(TOOLCHAINS)}
+
+    def lane(name: str):
+        return load_workspace(tmp_path, {**environ, "LLMBUILD_LANE": name}, verify_sources=False)
+
+    try:
+        ws = lane("cpu")
+        argvs = [step.get("docker_run") or step["argv"]
+                 for lane_name in ("cpu", "gpu") for target in plan_document(lane(lane_name), [], lane)
+                 for step in target["steps"]]
+    except LLMBuildError as err:
+        top = field.split(".")[0]
+        assert "\n" not in str(err) and "Traceback" not in str(err), str(err)
+        assert err.target == f"[{kind}.{NAMES[kind]}]" and (err.key or "").split(".")[0] == top, str(err)
+        return
+    assert ws.targets, "the workspace loaded no targets"
+    pieces = [element for argv in argvs for element in argv if "PWNED" in element]
+    assert all(PAYLOAD in element for element in pieces), pieces

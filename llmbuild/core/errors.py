@@ -25,7 +25,9 @@ class LLMBuildError(Exception):
     def __str__(self) -> str:
         where = [plain_or_quoted(part) for part in (self.file, self.target, self.key) if part]
         prefix = ": ".join(where)
-        return f"{prefix}: {self.message}" if prefix else self.message
+        # One line whatever a value holds: a newline or a terminal escape in a path is shown escaped.
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in self.message)
+        return f"{prefix}: {message}" if prefix else message
 
 
 class BuildFailed(LLMBuildError):

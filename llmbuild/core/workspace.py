@@ -46,6 +46,7 @@ class Workspace:
         self._toolchains: dict[Address, Toolchain] = {}
         self._executors: dict[Address, Executor] = {}
         self.warnings: list[str] = []  # from checks where the real tools only warn
+        self._new_verdicts: list[tuple[str, Any]] = []  # a workspace that fails to load stores none
         self.verify_sources = True  # False: plan/render on a machine without the sources
         self._keys: dict[Address, tuple[str, KeyDocument]] = {}
         self._source_files: dict[Address, dict[str, dict[str, str]]] = {}
@@ -85,6 +86,9 @@ class Workspace:
                 if verify_sources:
                     self._check_sources_exist(target)
                 self._verify(target)
+        for digest, verdict in self._new_verdicts:  # stored only once every target passed
+            self.verdicts.put(digest, verdict)
+        self._new_verdicts.clear()
 
     def _verify(self, target: Target) -> None:
         """Check and plan the target (an argv the declared TensorRT-LLM version refuses fails
@@ -100,7 +104,7 @@ class Workspace:
             target.kind.check(self.context(target))
         plan = self.plan(target)
         if digest:
-            self.verdicts.put(digest, (self.facts(target), plan, self.warnings[before:]))
+            self._new_verdicts.append((digest, (self.facts(target), plan, self.warnings[before:])))
 
     def _input_digest(self, target: Target) -> str | None:
         """A digest of everything checking and planning the target reads, or None when some of

@@ -15,13 +15,12 @@ import json
 import sys
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from ..core.errors import LLMBuildError
 from ..core.steps import Plan
 from ..core.target import Kind, Source, TargetFields, register
 from ..executors.docker import IMAGE_FILE, image_tag
-from ..toolchains.trtllm import flags
 
 #: Environment variables NGC / tensorrtllm_backend images set, by what they report.
 VERSION_ENV = {"trtllm_version": ("TRTLLM_VERSION", "TENSORRT_LLM_VERSION"),
@@ -40,13 +39,6 @@ class ContainerFields(TargetFields):
         None, description="TensorRT-LLM version the image holds (default: read from the image, "
         "else the workspace's trtllm_version); decides which flags are generated.")
     tensorrt_version: str | None = Field(None, description="TensorRT version the image holds.")
-
-    @field_validator("trtllm_version")
-    @classmethod
-    def _known_version(cls, value: str | None) -> str | None:
-        if value is not None:
-            flags.resolve_version(value)
-        return value
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -82,7 +74,8 @@ class Container(Kind):
         if ctx.fields.dockerfile:
             context, dockerfile = ctx.sources["context"], ctx.sources["dockerfile"]
             if not context.is_dir():
-                raise ctx.error(f"build context {context} is not a directory", key="context")
+                raise ctx.error(f"build context {context} is not a directory",
+                                key="context" if ctx.fields.context else "dockerfile")
             if context not in dockerfile.parents:
                 raise ctx.error(f"the Dockerfile must lie inside the build context {context}",
                                    key="dockerfile")
