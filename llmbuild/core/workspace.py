@@ -36,6 +36,7 @@ class Workspace:
         self.cache = Cache(resolve_dir(self.root, settings.cache).resolve())
         self.dist = resolve_dir(self.root, settings.dist)
         self.data_roots = [Path(d) for d in settings.data_roots]
+        self.linked_from: list[Path] = []
         self.lane = plugins.lane(self)
         self.targets: dict[Address, Target] = {}
         self.targets_by_name: dict[str, Target] = {}
@@ -55,10 +56,13 @@ class Workspace:
 
     @classmethod
     def load(cls, start: Path | None = None, environ: dict[str, str] | None = None, *,
-             plugins: Plugins, verify_sources: bool = True) -> Workspace:
-        """verify_sources=False (plan, render): sources need not exist on this machine."""
+             plugins: Plugins, verify_sources: bool = True, linked_from: tuple[Path, ...] = ()) -> Workspace:
+        """verify_sources=False (plan, render): sources need not exist on this machine.
+        linked_from: more places symlinks inside sources may lead to (a copy of the workspace
+        whose ignored files are links to the original)."""
         root = find_workspace_root((start or Path.cwd()).resolve())
         ws = cls(root, load_settings(root, environ, plugins.subsystems), plugins)
+        ws.linked_from = list(linked_from)
         ws._load_targets(verify_sources)
         return ws
 
@@ -148,7 +152,7 @@ class Workspace:
                                                data_roots=self.data_roots)
                 if problem:
                     raise target.error(problem, key=field)
-                link = escaping_link(path, [self.root, *self.data_roots]) if path.is_dir() else None
+                link = escaping_link(path, [self.root, *self.data_roots, *self.linked_from]) if path.is_dir() else None
                 if link:
                     raise target.error(f"{link[0].relative_to(path.parent)} is a symlink to {link[1]}, outside "
                                        "the workspace and every data root", key=field)
