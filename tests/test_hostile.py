@@ -16,14 +16,12 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
-
 from conftest import MODEL_TOML, REPO, TINY_HF, TOOLCHAINS
 
 CORPUS = Path(__file__).resolve().parent / "hostile"
@@ -45,7 +43,7 @@ def built(tmp_path_factory) -> Path:
     (root / "pyproject.toml").write_text(SETTINGS)
     (root / "dodo.py").write_text((REPO / "dodo.py").read_text())
     proc = subprocess.run([sys.executable, "-m", "doit"], cwd=root, env=environment(),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(list((root / "cache" / "entries").glob("*/*"))) == 2
     shutil.rmtree(root / "dist")
@@ -109,7 +107,7 @@ def lay_out(case: str, built: Path, tmp_path: Path) -> tuple[Path, dict, dict[st
 
 def run(ws: Path, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *argv], cwd=ws, env=env, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
 
 
 def run_both(ws: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
@@ -239,8 +237,6 @@ def _string_fields(model, prefix: str = "") -> list[tuple[str, object]]:
 
 def _nest(dotted: str, value, kind: str) -> dict:
     """The target's table with `value` at `dotted` (`requests.0.prompt`, `lora.dirs`)."""
-    from llmbuild.plugins import load_kinds
-
     parts = dotted.removesuffix(".<key>").split(".")
     table = dict(MINIMAL[kind])
     if parts[0] == "image":
@@ -253,7 +249,6 @@ def _nest(dotted: str, value, kind: str) -> dict:
         table[parts[0]] = [{**inner, parts[2]: value}]
     else:
         table[parts[0]] = {**inner, parts[1]: value}
-    assert load_kinds()[kind].Fields.model_fields, kind
     return table
 
 
