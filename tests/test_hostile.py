@@ -20,9 +20,15 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 from conftest import MODEL_TOML, REPO, TINY_HF, TOOLCHAINS
+
+from llmbuild.core import buildfiles
+from llmbuild.core.errors import LLMBuildError
+from llmbuild.core.graph import resolve_references, topological_order
+from llmbuild.core.target import Kind, Ref, TargetFields
 
 CORPUS = Path(__file__).resolve().parent / "hostile"
 CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "case.toml").is_file())
@@ -270,7 +276,6 @@ def _every_string_field() -> list[tuple[str, str]]:
 @pytest.mark.parametrize("kind, field", _every_string_field())
 def test_shell_metacharacters_in_every_string_field(kind, field, tmp_path):
     """Refused with one line naming the field, or kept whole: no argv element holds part of it."""
-    from llmbuild.core.errors import LLMBuildError
     from llmbuild.introspect.plan import plan_document
     from llmbuild.plugins import load_kinds, load_workspace
 
@@ -301,3 +306,32 @@ def test_shell_metacharacters_in_every_string_field(kind, field, tmp_path):
     assert ws.targets, "the workspace loaded no targets"
     pieces = [element for argv in argvs for element in argv if "PWNED" in element]
     assert all(PAYLOAD in element for element in pieces), pieces
+
+
+# -- cycles ------------------------------------------------------------------------------------
+# llmbuild's own references are typed (an engine takes a checkpoint), so a cycle among them is a
+# wrong-kind reference first (tests/hostile/cycle-*). A kind that refers to its own kind can close
+# one: the loader names the first target and the field that closes it.
+
+class _LoopFields(TargetFields):
+    after: Annotated[str | None, Ref("loop")] = None
+
+
+class _Loop(Kind):
+    name = "loop"
+    Fields = _LoopFields
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])
+def test_a_dependency_cycle_names_file_target_and_field(length, tmp_path):
+    names = [f"t{i}" for i in range(length)]
+    path = tmp_path / "m" / "BUILD.toml"
+    path.parent.mkdir()
+    path.write_text("".join(f'[loop.{name}]\nafter = ":{names[(i + 1) % length]}"\n' for i, name in enumerate(names)))
+    kinds = {"loop": _Loop()}  # not registered: other tests never see it
+    targets = buildfiles.build_targets([buildfiles.parse(path, tmp_path, kinds)], kinds)
+    resolve_references(targets)
+    with pytest.raises(LLMBuildError) as caught:
+        topological_order(targets)
+    cycle = " -> ".join(f"m:{name}" for name in [*names, names[0]])
+    assert str(caught.value) == f"m/BUILD.toml: [loop.t0]: after: dependency cycle: {cycle}"
