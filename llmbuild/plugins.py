@@ -23,8 +23,7 @@ from .executors.local import LocalExecutor
 from .executors.ray_cluster import SUBSYSTEM as EXECUTOR_SUBSYSTEM, ExecutorSettings, is_step_kind, ray_builder
 from .remote.settings import SUBSYSTEM as REMOTE_SUBSYSTEM, RemoteCacheSettings
 from .toolchains.cpu.toolchain import CpuToolchain
-from .toolchains.subsystem import CONTAINER_FIELD, SUBSYSTEM, ToolchainSettings, gpu_pool
-from .toolchains.llmapi.lane import engine_free_version
+from .toolchains.subsystem import CONTAINER_FIELD, SUBSYSTEM, ToolchainSettings, gpu_pool, resolve_version
 from .toolchains.trtllm import flags
 from .toolchains.trtllm.toolchain import TrtllmToolchain
 
@@ -69,9 +68,15 @@ class DefaultPlugins:
         options = self.options(ws)
         container = target.deps.get(CONTAINER_FIELD)
         declared = ws.facts(container) if container is not None else {}
-        version = resolve_version(options.trtllm_version_override or getattr(target.fields, "trtllm_version", None)
-                                  or declared.get("trtllm_version") or options.trtllm_version
-                                  or flags.DEFAULT_VERSION)
+        own = getattr(target.fields, "trtllm_version", None)
+        try:  # the workspace's version is checked with the settings; a target's or container's here
+            version = resolve_version(options.trtllm_version_override or own or declared.get("trtllm_version")
+                                      or options.trtllm_version or flags.DEFAULT_VERSION)
+        except (flags.FlagError, LLMBuildError) as err:
+            owner = target if own and not options.trtllm_version_override else container
+            if owner is None:
+                raise
+            raise owner.error(getattr(err, "message", str(err)), key="trtllm_version") from None
         tensorrt = declared.get("tensorrt_version")
         cache_key = (ws.lane, version, tensorrt, options.model_dump_json())
         if cache_key not in self._toolchains:
@@ -122,11 +127,6 @@ class DefaultPlugins:
         if options.executor != "ray" or not is_step_kind(target) or target.deps.get(CONTAINER_FIELD):
             return None
         return ray_builder(ws, options, self.remote_cache(ws))
-
-
-def resolve_version(name: str) -> str:
-    """An engine-free version (>= 1.3.0rc21) its LLM-API table knows, else one of the flag tables'."""
-    return engine_free_version(name) or flags.resolve_version(name)
 
 
 def load_workspace(start: Path | None = None, environ: Mapping[str, str] | None = None, *,

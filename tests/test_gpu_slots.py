@@ -297,7 +297,7 @@ def test_the_pool_size_comes_from_the_setting_the_environment_or_nvidia_smi(tmp_
 
     assert pool() == GpuPool(2, "gpus in [tool.llmbuild]")
     assert pool(LLMBUILD_GPUS="3").size == 3
-    with pytest.raises(LLMBuildError, match=r"^LLMBUILD_GPUS='two': expected a whole number$"):
+    with pytest.raises(LLMBuildError, match=r"^environment: LLMBUILD_GPUS: gpus: expected a whole number \(got 'two'\)$"):
         pool(LLMBUILD_GPUS="two")
     (tmp_path / "pyproject.toml").write_text("[tool.llmbuild]\n")
     fake = tmp_path / "bin" / "nvidia-smi"

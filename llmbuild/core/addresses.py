@@ -7,9 +7,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import LLMBuildError
+from .errors import LLMBuildError, odd_character, shown
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: Longest target name: it is a file name under dist/ (at most 255 bytes on most filesystems).
+MAX_NAME = 128
 
 
 @dataclass(frozen=True, order=True)
@@ -27,9 +29,12 @@ class Address:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise LLMBuildError(
-            f"invalid target name '{name}': use letters, digits, '_', '-' and '.'")
+    """Names are plain ASCII, so two that look alike are alike (no Cyrillic 'е', no zero-width space)."""
+    if len(name) > MAX_NAME:
+        raise LLMBuildError(f"invalid target name {shown(name)}: longer than {MAX_NAME} characters")
+    if not _NAME.fullmatch(name):
+        raise LLMBuildError(f"invalid target name {shown(name)}{odd_character(name)}; use ASCII letters, "
+                            "digits, '_', '-' and '.'")
     return name
 
 
@@ -37,7 +42,7 @@ def _clean_dir(directory: str) -> str:
     directory = directory.strip("/")
     parts = [p for p in directory.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise LLMBuildError(f"'..' is not allowed in an address: '{directory}'")
+        raise LLMBuildError(f"'..' is not allowed in an address: {shown(directory)}")
     return "/".join(parts)
 
 
@@ -46,8 +51,11 @@ def parse_address(text: str, relative_to: str | None = None) -> Address:
     text = text.strip()
     if text.startswith("//"):
         text = text[2:]
+    elif text.startswith("/"):
+        raise LLMBuildError(f"{shown(text)} is a filesystem path, not an address: write //dir:name "
+                            "(from the workspace root), dir:name or :name")
     if ":" not in text:
-        raise LLMBuildError(f"'{text}' is not an address: expected 'dir:name' or ':name'")
+        raise LLMBuildError(f"{shown(text)} is not an address: expected 'dir:name' or ':name'")
     directory, name = text.rsplit(":", 1)
     if not directory and relative_to is not None:
         directory = relative_to

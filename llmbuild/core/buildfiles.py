@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import tomllib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +13,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from .addresses import Address, check_name
-from .errors import LLMBuildError, did_you_mean
+from .errors import LLMBuildError, odd_character, shown, unknown
 from .settings import Settings, resolve_dir
-from .target import Kind, Target, kind_named
+from .target import Flag, Kind, Target, kind_named, marked_fields
+from .tomlfile import read_toml
 from .validation import describe_validation_error
 
 BUILD_FILE = "BUILD.toml"
 DEFAULTS = "defaults"
+#: A directory name in an address: printable ASCII (no lookalike or invisible character) without ':'.
+_DIRECTORY = re.compile(r"[ -9;-~]+")
+#: Largest number a tool flag takes: TensorRT-LLM's sizes and counts are 32-bit.
+INT32_MAX = 2**31 - 1
 
 
 @dataclass
@@ -50,29 +55,35 @@ def discover(root: Path, settings: Settings) -> list[Path]:
     found: list[Path] = []
     for build_root in settings.build_roots:
         top = (root / build_root).resolve()
+        if not top.is_relative_to(root):
+            raise LLMBuildError(f"{shown(build_root)} is outside the workspace ({top})", file="pyproject.toml",
+                                target="[tool.llmbuild]", key="build_roots")
         if not top.is_dir() or (top != root and skipped(top)):
             continue
         for directory, dirnames, filenames in os.walk(top):  # symlinked directories are not entered
-            dirnames[:] = sorted(d for d in dirnames if not skipped(Path(directory) / d))
-            if BUILD_FILE in filenames:
+            # A BUILD.toml that is a directory or a symlink is found too, and refused when read.
+            if BUILD_FILE in filenames or BUILD_FILE in dirnames:
                 found.append(Path(directory) / BUILD_FILE)
+            dirnames[:] = sorted(d for d in dirnames if d != BUILD_FILE and not skipped(Path(directory) / d))
     # Ancestors of a build root (e.g. the root's own BUILD.toml) still pass defaults down.
     for build_root in settings.build_roots:
         for parent in (root / build_root).resolve().parents:
             candidate = parent / BUILD_FILE
             if candidate.is_file() and (parent == root or root in parent.parents):
                 found.append(candidate)
-    return sorted(set(p.resolve() for p in found))
+    return sorted(set(found))  # directories are resolved; a BUILD.toml symlink is read, not followed here
 
 
 def parse(path: Path, root: Path, kinds: Mapping[str, Kind]) -> BuildFile:
     rel = path.relative_to(root.resolve()).as_posix()
     directory = path.parent.relative_to(root.resolve()).as_posix()
     directory = "" if directory == "." else directory
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise LLMBuildError(f"invalid TOML: {err}", file=rel) from None
+    for part in directory.split("/") if directory else ():
+        if not _DIRECTORY.fullmatch(part):
+            raise LLMBuildError(f"directory {shown(part)}{odd_character(part) or ': holds a colon'}: directories "
+                                "holding BUILD.toml files take printable ASCII names without ':', so "
+                                "addresses are unambiguous", file=rel)
+    data = read_toml(path, rel, root)
     targets: dict[str, dict[str, dict[str, Any]]] = {}
     defaults: dict[str, dict[str, Any]] = {}
     for kind_name, table in data.items():
@@ -86,7 +97,7 @@ def parse(path: Path, root: Path, kinds: Mapping[str, Kind]) -> BuildFile:
                 for key in values:
                     if key not in kind.Fields.model_fields:
                         raise LLMBuildError(
-                            f"unknown key{did_you_mean(key, kind.Fields.model_fields)}",
+                            unknown("key", key, kind.Fields.model_fields),
                             file=rel, target=f"[defaults.{default_kind}]", key=key)
                 defaults[default_kind] = values
             continue
@@ -102,8 +113,8 @@ def parse(path: Path, root: Path, kinds: Mapping[str, Kind]) -> BuildFile:
                     file=rel, target=f"[{kind_name}]", key=f"{kind_name}.{name}")
             try:
                 check_name(name)
-            except LLMBuildError as err:
-                raise LLMBuildError(err.message, file=rel, target=f"[{kind_name}.{name}]") from None
+            except LLMBuildError as err:  # the name itself may be a newline or a megabyte
+                raise LLMBuildError(err.message, file=rel, target=f"[{kind_name}]") from None
         targets[kind_name] = table
     return BuildFile(rel, directory, targets, defaults)
 
@@ -151,5 +162,10 @@ def build_targets(files: list[BuildFile], kinds: Mapping[str, Kind],
                     if top in inherited and top not in raw:
                         message += f" (inherited from {origin[top]})"
                     raise LLMBuildError(message, file=build_file.rel, target=label, key=key) from None
+                for key, _, value in marked_fields(fields, Flag):
+                    if isinstance(value, int) and not isinstance(value, bool) and value > INT32_MAX:
+                        raise LLMBuildError(f"Input should be less than or equal to {INT32_MAX} (got {value}): "
+                                            "the tools read it as a 32-bit integer",
+                                            file=build_file.rel, target=label, key=key)
                 targets.append(Target(address, kind, fields, build_file.rel))
     return targets

@@ -39,8 +39,8 @@ def topological_order(targets: list[Target]) -> list[Target]:
             return
         if target in path:
             cycle = path[path.index(target):] + [target]
-            raise LLMBuildError("dependency cycle: " + " -> ".join(str(t.address) for t in cycle),
-                                file=target.build_file)
+            field = next(f for f, dep in cycle[0].deps.items() if dep is cycle[1])
+            raise cycle[0].error("dependency cycle: " + " -> ".join(str(t.address) for t in cycle), key=field)
         path.append(target)
         for dep in sorted(target.deps.values(), key=lambda t: t.address):
             visit(dep)

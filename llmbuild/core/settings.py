@@ -4,7 +4,6 @@ keys validated by the subsystem that owns them (Pants' subsystems)."""
 from __future__ import annotations
 
 import os
-import tomllib
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,8 +11,9 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from .errors import LLMBuildError, did_you_mean
+from .errors import LLMBuildError, shown, unknown
 from .protocols import Subsystem, iter_subsystem_keys
+from .tomlfile import read_toml
 from .validation import describe_validation_error
 
 M = TypeVar("M", bound=BaseModel)
@@ -83,35 +83,37 @@ def load_settings(root: Path, environ: Mapping[str, str] | None = None,
     `subsystems` other keys are not checked (reading only where the cache and dist are)."""
     environ = os.environ if environ is None else environ
     path = root / PYPROJECT
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise LLMBuildError(f"{path} does not exist") from None
-    except tomllib.TOMLDecodeError as err:
-        raise LLMBuildError(f"invalid TOML: {err}", file=PYPROJECT) from None
-    table = dict(data.get("tool", {}).get("llmbuild", {}))
+    if not path.exists() and not path.is_symlink():
+        raise LLMBuildError(f"{path} does not exist")
+    tool = read_toml(path, PYPROJECT, root).get("tool", {})
+    table = tool.get("llmbuild", {}) if isinstance(tool, dict) else None
+    if not isinstance(table, dict):
+        raise LLMBuildError("must be a table", file=PYPROJECT, target="[tool.llmbuild]")
+    table = dict(table)
     overrides = dict(ENV_OVERRIDES)
     for subsystem in subsystems or ():
         overrides.update(subsystem.env)
     owners = dict(iter_subsystem_keys(subsystems or ()))
+    from_environment: dict[str, str] = {}  # key -> the variable that set it, for messages
     for variable, key in overrides.items():
         if environ.get(variable):
             model = owners[key].model if key in owners else Settings
-            table[key] = _from_environment(variable, environ[variable], model.model_fields[key].annotation)
+            table[key] = _from_environment(variable, environ[variable], model.model_fields[key].annotation, key)
+            from_environment[key] = variable
     core = {k: v for k, v in table.items() if k in Settings.model_fields}
-    unknown = [k for k in table if k not in core and k not in owners]
-    if subsystems is not None and unknown:
+    strays = [k for k in table if k not in core and k not in owners]
+    if subsystems is not None and strays:
         known = list(Settings.model_fields) + list(owners)
-        raise LLMBuildError(f"unknown key{did_you_mean(unknown[0], known)}", file=PYPROJECT,
-                            target="[tool.llmbuild]", key=unknown[0])
-    settings = _validate(Settings, core)
+        raise LLMBuildError(unknown("key", strays[0], known), file=PYPROJECT,
+                            target="[tool.llmbuild]", key=strays[0])
+    settings = _validate(Settings, core, from_environment)
     for subsystem in subsystems or ():
         mine = {k: v for k, v in table.items() if owners.get(k) is subsystem}
-        settings._options[subsystem.model] = _validate(subsystem.model, mine)
+        settings._options[subsystem.model] = _validate(subsystem.model, mine, from_environment)
     return settings
 
 
-def _from_environment(variable: str, text: str, annotation: Any) -> Any:
+def _from_environment(variable: str, text: str, annotation: Any, key: str) -> Any:
     """An environment value for a key that takes an integer (and no string) is read as one."""
     types = typing.get_args(annotation) or (annotation,)  # `int | None` -> (int, None)
     if int not in types or str in types:
@@ -119,15 +121,25 @@ def _from_environment(variable: str, text: str, annotation: Any) -> Any:
     try:
         return int(text)
     except ValueError:
-        raise LLMBuildError(f"{variable}={text!r}: expected a whole number") from None
+        raise LLMBuildError(f"expected a whole number (got {shown(text)})", file="environment",
+                            target=variable, key=key) from None
 
 
-def _validate(model: type[M], values: dict[str, Any]) -> M:
+def _validate(model: type[M], values: dict[str, Any], from_environment: Mapping[str, str]) -> M:
+    """The model, or one line naming the key and where its value came from (pyproject.toml
+    or the environment variable that overrides it)."""
     try:
         return model.model_validate(values)
     except ValidationError as err:
         key, message = describe_validation_error(err, model)
-        raise LLMBuildError(message, file=PYPROJECT, target="[tool.llmbuild]", key=key) from None
+    except LLMBuildError as err:  # a validator's own message
+        if err.key is None or err.key.split(".")[0] not in from_environment:
+            raise
+        key, message = err.key, err.message
+    variable = from_environment.get(key.split(".")[0])
+    if variable:
+        raise LLMBuildError(message, file="environment", target=variable, key=key) from None
+    raise LLMBuildError(message, file=PYPROJECT, target="[tool.llmbuild]", key=key) from None
 
 
 def resolve_dir(root: Path, value: str) -> Path:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .addresses import Address
-from .errors import LLMBuildError, a_or_an, did_you_mean
+from .errors import LLMBuildError, a_or_an, shown, unknown
 
 if TYPE_CHECKING:
     from .build import RunContext
@@ -147,7 +147,7 @@ def unregister(name: str) -> None:
 
 def kind_named(name: str, kinds: Mapping[str, Kind], *, file: str, target: str) -> Kind:
     if name not in kinds:
-        raise LLMBuildError(f"unknown kind '{name}'{did_you_mean(name, kinds)}; known kinds: "
+        raise LLMBuildError(f"{unknown(f'kind {shown(name)}', name, kinds)}; known kinds: "
                             + ", ".join(sorted(kinds)), file=file, target=target)
     return kinds[name]
 

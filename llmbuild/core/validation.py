@@ -7,7 +7,7 @@ import typing
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import did_you_mean
+from .errors import odd_character, shown, unknown
 
 
 def _types(annotation) -> list:
@@ -39,11 +39,11 @@ def describe_validation_error(err: ValidationError, model: type[BaseModel]) -> t
     loc = tuple(first["loc"])
     key = ".".join(str(p) for p in loc) or "(table)"
     if first["type"] == "extra_forbidden":
-        hint = did_you_mean(str(loc[-1]), _fields_at(model, loc))
-        return key, f"unknown key{hint}"
+        return key, unknown("key", str(loc[-1]), _fields_at(model, loc))
     if first["type"] == "missing":
         return key, "required key is missing"
     message = first["msg"]
     if "input" in first and first["type"] not in ("model_type", "dict_type"):
-        message = f"{message} (got {first['input']!r})"
+        given = first["input"]
+        message = f"{message} (got {shown(given)}{odd_character(given) if isinstance(given, str) else ''})"
     return key, message

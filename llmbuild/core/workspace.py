@@ -16,7 +16,7 @@ from .errors import LLMBuildError, closest, did_you_mean
 from .graph import resolve_references, topological_order
 from .context import KindContext
 from .keys import KeyDocument
-from .paths import resolve_source
+from .paths import escaping_link, resolve_source
 from .protocols import Executor, Plugins, Toolchain
 from .settings import Settings, find_workspace_root, load_settings, resolve_dir
 from .steps import PathArg, Plan
@@ -36,6 +36,7 @@ class Workspace:
         self.cache = Cache(resolve_dir(self.root, settings.cache).resolve())
         self.dist = resolve_dir(self.root, settings.dist)
         self.data_roots = [Path(d) for d in settings.data_roots]
+        self.linked_from: list[Path] = []
         self.lane = plugins.lane(self)
         self.targets: dict[Address, Target] = {}
         self.targets_by_name: dict[str, Target] = {}
@@ -46,6 +47,7 @@ class Workspace:
         self._toolchains: dict[Address, Toolchain] = {}
         self._executors: dict[Address, Executor] = {}
         self.warnings: list[str] = []  # from checks where the real tools only warn
+        self._new_verdicts: list[tuple[str, Any]] = []  # a workspace that fails to load stores none
         self.verify_sources = True  # False: plan/render on a machine without the sources
         self.cwd = ""  # where the command runs, relative to the root: specs are read from here
         self._keys: dict[Address, tuple[str, KeyDocument]] = {}
@@ -56,15 +58,17 @@ class Workspace:
     @classmethod
     def load(cls, start: Path | None = None, environ: dict[str, str] | None = None, *,
              plugins: Plugins, verify_sources: bool = True, cwd: Path | None = None,
-             keep_going: bool = False) -> Workspace:
+             keep_going: bool = False, linked_from: tuple[Path, ...] = ()) -> Workspace:
         """verify_sources=False (plan, render): sources need not exist on this machine.
         `cwd` (default: `start`): the directory command-line specs are relative to; outside
         the workspace, its root. keep_going: a target whose check fails gets that error as its
         `failure` instead of failing the load (a plan under another version shows each target's
-        own error)."""
+        own error). linked_from: more places symlinks inside sources may lead to (a copy of the
+        workspace whose ignored files are links to the original)."""
         start = (start or Path.cwd()).resolve()
         root = find_workspace_root(start)
         ws = cls(root, load_settings(root, environ, plugins.subsystems), plugins)
+        ws.linked_from = list(linked_from)
         here = (cwd or start).resolve()
         if here.is_relative_to(ws.root) and here != ws.root:
             ws.cwd = here.relative_to(ws.root).as_posix()
@@ -86,8 +90,9 @@ class Workspace:
         self.order = topological_order(targets)
         self.targets = {t.address: t for t in self.order}
         self.targets_by_name = {str(t.address): t for t in self.order}
-        for target in self.order:  # dependencies first: their facts are known when asked for
+        for target in self.order:  # every path checked before any target is (and a verdict stored)
             self._resolve_sources(target)
+        for target in self.order:  # dependencies first: their facts are known when asked for
             try:
                 target.unavailable = self._unavailable(target)
                 target.sources.update(target.kind.derived_sources(self.context(target)))
@@ -99,6 +104,9 @@ class Workspace:
                 if not keep_going:
                     raise
                 target.failure = target.failure or str(err)
+        for digest, verdict in self._new_verdicts:  # stored only once every target passed
+            self.verdicts.put(digest, verdict)
+        self._new_verdicts.clear()
 
     def _verify(self, target: Target) -> None:
         """Check and plan the target (an argv the declared TensorRT-LLM version refuses fails
@@ -114,7 +122,7 @@ class Workspace:
             target.kind.check(self.context(target))
         plan = self.plan(target)
         if digest:
-            self.verdicts.put(digest, (self.facts(target), plan, self.warnings[before:]))
+            self._new_verdicts.append((digest, (self.facts(target), plan, self.warnings[before:])))
 
     def _input_digest(self, target: Target) -> str | None:
         """A digest of everything checking and planning the target reads, or None when some of
@@ -158,6 +166,10 @@ class Workspace:
                                                data_roots=self.data_roots)
                 if problem:
                     raise target.error(problem, key=field)
+                link = escaping_link(path, [self.root, *self.data_roots, *self.linked_from]) if path.is_dir() else None
+                if link:
+                    raise target.error(f"{link[0].relative_to(path.parent)} is a symlink to {link[1]}, outside "
+                                       "the workspace and every data root", key=field)
                 target.sources[name] = path
 
     def _unavailable(self, target: Target) -> str | None:

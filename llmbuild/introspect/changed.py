@@ -299,7 +299,7 @@ class _Sides:
                        "LLMBUILD_CACHE_DIR": str(tmp / "cache" / (Path(settings.cache).name or "cache")),
                        "LLMBUILD_DIST_DIR": str(tmp / "dist" / (Path(settings.dist).name or "dist")),
                        "LLMBUILD_TOOLCHAINS_DIR": str(tmp / "toolchains")}
-            return Workspace.load(root, environ, plugins=plugins, verify_sources=False)
+            return Workspace.load(root, environ, plugins=plugins, verify_sources=False, linked_from=(self.top,))
         except LLMBuildError as err:
             raise self.at_rev(err, since) from None
 

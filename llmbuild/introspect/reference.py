@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from ..core.addresses import _NAME
+from ..core.addresses import _NAME, MAX_NAME
 from ..core.buildfiles import DEFAULTS
 from ..core.settings import ENV_OVERRIDES, Settings
 from ..core.target import Flag, Ref, Source, TargetFields
@@ -45,8 +45,9 @@ validates them. Editors can check the same schema as you type: see [editors.md](
 * A target's **address** is `<dir>:<name>`, `<dir>` being the BUILD.toml's directory relative to the
   workspace root. The kind is not part of it, so **target names are unique across kinds within a
   directory**: `[engine.x]` next to `[checkpoint.x]` is a duplicate address.
-* Names take letters, digits, `_`, `-` and `.`, and start with a letter or digit
-  (`{_NAME.pattern}`).
+* Names take ASCII letters, digits, `_`, `-` and `.`, start with a letter or digit
+  (`{_NAME.pattern}`) and hold at most {MAX_NAME} characters: a lookalike (Cyrillic `е`, a
+  fullwidth letter) or an invisible character (a zero-width space) is refused and named.
 * A field that names another target takes its address: `dir:name` (or `//dir:name`) from the
   workspace root, or `:name` for a target of the same directory.
 * A path field is relative to the BUILD.toml's directory, or to the workspace root when written

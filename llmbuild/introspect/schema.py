@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..core.addresses import _NAME
+from ..core.addresses import _NAME, MAX_NAME
 from ..core.buildfiles import DEFAULTS
 from ..core.errors import a_or_an
 from ..plugins import load_kinds
@@ -135,7 +135,7 @@ def buildfile_schema() -> dict:
             "type": "object",
             "title": f"{kind_name} targets",
             "description": f"{help_text} One table per target: [{kind_name}.<name>].",
-            "propertyNames": {"pattern": TARGET_NAME_PATTERN},
+            "propertyNames": {"pattern": TARGET_NAME_PATTERN, "maxLength": MAX_NAME},
             "additionalProperties": {"$ref": _REF_PREFIX + _target_def(kind_name)},
         }
         defaults_properties[kind_name] = {"$ref": _REF_PREFIX + _defaults_def(kind_name)}

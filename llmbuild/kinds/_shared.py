@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from ..core.context import KindContext
+from ..core.target import Flag, marked_fields
 
 
 def gpu_demand(ctx: KindContext, world: int) -> int | tuple[int, ...]:
@@ -33,3 +36,10 @@ def check_pool(ctx: KindContext, count: int, why: str) -> None:
     if outside:
         raise ctx.error(f"gpus lists device {outside[0]} but the pool has {pool} (IDs 0 to {pool - 1}; "
                         f"{origin})", key="gpus")
+
+
+def flag_field(ctx: KindContext, message: str) -> str | None:
+    """The field behind the first `--flag` a tool's refusal names (for the error's key)."""
+    named = re.search(r"--(\w+)", message)
+    fields = {flag.name: field for field, flag, _ in marked_fields(ctx.fields, Flag, unset=True)}
+    return fields.get(named[1]) if named else None

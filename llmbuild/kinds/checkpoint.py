@@ -20,7 +20,7 @@ from ..toolchains.llmapi import lane as llmapi
 from ..toolchains.subsystem import ToolFields
 from ..toolchains.trtllm import flags
 from ..toolchains.trtllm.command import flag_args
-from ._shared import check_pool, gpu_demand
+from ._shared import check_pool, flag_field, gpu_demand
 
 #: Converter script per model family (TensorRT-LLM's examples/<family>/convert_checkpoint.py).
 CONVERTERS = {"llama": "convert_checkpoint.py:llama"}
@@ -205,7 +205,7 @@ class Checkpoint(Kind):
             step = Step(tool, tuple(io + args))
             flags.parse_argv(tool, version, [a if isinstance(a, str) else "PATH" for a in step.argv])
         except flags.FlagError as err:
-            raise ctx.error(str(err)) from None
+            raise ctx.error(str(err), key=flag_field(ctx, str(err))) from None
         except LLMBuildError as err:
             raise ctx.error(err.message) from None
         return Plan(params={"tool": tool, **passed}, steps=(step,), gpus=gpu_demand(ctx, 0))

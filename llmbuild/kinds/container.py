@@ -69,7 +69,8 @@ class Container(Kind):
         if ctx.fields.dockerfile:
             context, dockerfile = ctx.sources["context"], ctx.sources["dockerfile"]
             if not context.is_dir():
-                raise ctx.error(f"build context {context} is not a directory", key="context")
+                raise ctx.error(f"build context {context} is not a directory",
+                                key="context" if ctx.fields.context else "dockerfile")
             if context not in dockerfile.parents:
                 raise ctx.error(f"the Dockerfile must lie inside the build context {context}",
                                    key="dockerfile")

@@ -22,7 +22,7 @@ from ..toolchains.subsystem import ToolFields
 from ..toolchains.trtllm import flags
 from ..toolchains.trtllm.build_config import BuildConfigError, build_config, hf_rotary_scaling
 from ..toolchains.trtllm.command import flag_args
-from ._shared import check_gpus, gpu_demand
+from ._shared import check_gpus, flag_field, gpu_demand
 
 TOOL = "trtllm-build"
 PluginDtype = Literal["auto", "float16", "float32", "bfloat16", "int32", "disable"]
@@ -193,7 +193,7 @@ class Engine(Kind):
             argv = io + args
             parsed = flags.parse_argv(TOOL, version, [a if isinstance(a, str) else "PATH" for a in argv])
         except flags.FlagError as err:
-            raise ctx.error(str(err)) from None
+            raise ctx.error(str(err), key=flag_field(ctx, str(err))) from None
         return argv, passed, parsed
 
     def facts(self, ctx):

@@ -20,6 +20,8 @@ from ..core.errors import LLMBuildError
 from ..core.redact import DEFAULT_SECRET_ENV
 from ..core.protocols import Subsystem
 from ..core.target import Ref, TargetFields
+from .llmapi.lane import engine_free_version
+from .trtllm import flags
 
 #: The field naming the container target whose image runs a target's steps.
 CONTAINER_FIELD = "container"
@@ -100,6 +102,14 @@ class ToolchainSettings(BaseModel):
     host: HostSettings = Field(
         default_factory=HostSettings,
         description="[tool.llmbuild.host]: how this host runs TensorRT-LLM on the GPU lane, and what it offers.")
+
+    @field_validator("trtllm_version", "trtllm_version_override")
+    @classmethod
+    def _known_version(cls, value: str | None) -> str | None:
+        """An unknown version fails here, naming the setting, not when a toolchain is picked."""
+        if value is not None:
+            resolve_version(value)
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -197,3 +207,8 @@ class ToolFields(VersionFields):
     gpus: list[int] | None = Field(
         None, description="GPU IDs of the host's pool (`gpus` in [tool.llmbuild]) this target holds while "
         "it runs (default: any tp x pp free ones for an engine or a smoke; none for a checkpoint).")
+
+
+def resolve_version(name: str) -> str:
+    """An engine-free version (>= 1.3.0rc21) its LLM-API table knows, else one of the flag tables'."""
+    return engine_free_version(name) or flags.resolve_version(name)
