@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -340,23 +339,15 @@ def _used_ns(cache: Cache, key: str) -> int | None:
 def keys_at_revision(ws: Workspace, rev: str) -> set[str]:
     """The keys the workspace's targets had at git revision `rev`, computed against this cache
     (a target whose dependency has no entry here has no key: nothing of it to keep)."""
-    from .introspect.changed import _Git, _Sides
+    from .introspect.changed import checked_out
 
-    git = _Git(ws.root)
-    top, prefix = git.locate()
-    commit = git.resolve(rev)
-    with tempfile.TemporaryDirectory(prefix="llmbuild-gc-") as tmp:
-        scratch = Path(tmp).resolve()
-        rev_top = scratch / "tree"
-        rev_top.mkdir()
-        git.materialise(commit, prefix, rev_top, top)
-        _Sides(ws, git, top, prefix, commit, rev_top, scratch).overlay_ignored()
+    with checked_out(ws, rev) as sides:
         environ = {**os.environ, "LLMBUILD_CACHE_DIR": str(ws.cache.root),
-                   "LLMBUILD_DIST_DIR": str(scratch / "dist")}
+                   "LLMBUILD_DIST_DIR": str(sides.scratch / "dist")}
         try:
-            rev_ws = Workspace.load(rev_top / prefix, environ, plugins=ws.plugins)
+            rev_ws = Workspace.load(sides.rev_top / sides.prefix, environ, plugins=ws.plugins)
         except LLMBuildError as err:
-            raise LLMBuildError(f"--keep-revs {rev}: {str(err).replace(str(rev_top), str(top))}") from None
+            raise LLMBuildError(f"--keep-revs {rev}: {str(err).replace(str(sides.rev_top), str(sides.top))}") from None
         keys = set()
         for target in rev_ws.order:
             if target.unavailable is None:

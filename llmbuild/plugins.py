@@ -20,7 +20,7 @@ from .core.target import KINDS, Kind, Target
 from .core.workspace import Workspace
 from .executors.docker import IMAGE_FILE, DockerExecutor, image_tag
 from .executors.local import LocalExecutor
-from .executors.ray_cluster import SUBSYSTEM as EXECUTOR_SUBSYSTEM, ExecutorSettings, is_step_kind, ray_builder
+from .executors.ray_cluster import SUBSYSTEM as EXECUTOR_SUBSYSTEM, ExecutorSettings, ray_builder
 from .remote.settings import SUBSYSTEM as REMOTE_SUBSYSTEM, RemoteCacheSettings
 from .toolchains.cpu.toolchain import CpuToolchain
 from .toolchains.subsystem import CONTAINER_FIELD, SUBSYSTEM, ToolchainSettings, gpu_pool, resolve_version
@@ -124,7 +124,8 @@ class DefaultPlugins:
         """With executor = "ray", a cluster for targets whose build is their steps and which run no
         container (the others stay here)."""
         options = ws.settings.option(ExecutorSettings)
-        if options.executor != "ray" or not is_step_kind(target) or target.deps.get(CONTAINER_FIELD):
+        if options.executor != "ray" or target.deps.get(CONTAINER_FIELD) or \
+                not target.kind.builds_by_steps(ws.context(target)):
             return None
         return ray_builder(ws, options, self.remote_cache(ws))
 

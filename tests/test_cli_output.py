@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_HF
+from conftest import MODEL_TOML, TINY_HF
 
 from llmbuild.core import progress as core_progress
 from llmbuild.plugins import load_workspace
@@ -26,16 +26,7 @@ DOIT_INTERNALS = ("Traceback", "KeyboardInterrupt", "UnmetDependency", "TaskFail
                   "executing 'Python", "taskid:")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
-SMOKE_MODEL = """\
-[checkpoint.checkpoint]
-source = "hf"
-
-[engine.engine]
-checkpoint = ":checkpoint"
-max_batch_size = 4
-max_input_len = 64
-max_seq_len = 96
-
+SMOKE_MODEL = MODEL_TOML + """
 [repository.repository]
 engine = ":engine"
 

@@ -34,7 +34,8 @@ BUILD_TOML = MODEL_TOML + '\n[repository.repository]\nengine = ":engine"\n'
 LOCAL_WAIT = "another process is building the same key; waiting"
 REMOTE_WAIT = "is building the same key (its claim is in"
 SUMMARY = re.compile(r"^  (built|restored) +(\S+)", re.MULTILINE)
-TOOL_STARTED = re.compile(r"^\[(\S+)\] \[\S+ cpu-lane\] emulating TensorRT-LLM", re.MULTILINE)
+#: A tool's first line, as doit's progress shows it when stdout is not a terminal.
+TOOL_STARTED = re.compile(r"^\d\d:\d\d:\d\d (\S+) +[\d.]+s  \[\S+ cpu-lane\] emulating TensorRT-LLM", re.MULTILINE)
 
 
 def checkpoint_key(ws: Workspace) -> str:
@@ -75,7 +76,7 @@ def builds(outputs: list[tuple[str, str]]) -> dict[str, int]:
     for stdout, _ in outputs:
         for outcome, address in SUMMARY.findall(stdout):
             counted[address] += outcome == "built"
-    tools = {a: sum(len([m for m in TOOL_STARTED.findall(err) if m == a]) for _, err in outputs)
+    tools = {a: sum(len([m for m in TOOL_STARTED.findall(out) if m == a]) for out, _ in outputs)
              for a in ADDRESSES[:2]}  # the repository kind runs no tool
     assert all(tools[a] == counted[a] for a in tools), (tools, counted)
     return counted
@@ -103,12 +104,12 @@ def test_a_builder_killed_while_others_wait_holds_no_one_up(tmp_path):
     started meanwhile finish: the engine is built once more, by one of them, and nothing is left."""
     ws = Workspace(tmp_path / "ws", tmp_path / "cache")
     ws.add_model("tiny-llama", TINY_HF, BUILD_TOML)
-    with open(tmp_path / "first.err", "w") as err:
-        first = subprocess.Popen([sys.executable, "-m", "doit"], cwd=ws.root, text=True, stdout=subprocess.DEVNULL,
+    with open(tmp_path / "first.err", "w") as err, open(tmp_path / "first.out", "w") as out:
+        first = subprocess.Popen([sys.executable, "-m", "doit"], cwd=ws.root, text=True, stdout=out,
                                  stderr=err, env=ws.env(LLMBUILD_FAULT="output-written@2:KILL",
                                                         LLMBUILD_TEST_BUILD_SECONDS="3"))
     deadline = time.monotonic() + 300
-    while f"[{ADDRESSES[1]}] [trtllm-build cpu-lane] emulating" not in (tmp_path / "first.err").read_text():
+    while ADDRESSES[1] not in TOOL_STARTED.findall((tmp_path / "first.out").read_text()):
         assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.err").read_text()
         time.sleep(0.05)
     others = [subprocess.Popen([sys.executable, "-m", "doit"], cwd=ws.root, env=ws.env(), text=True,

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 

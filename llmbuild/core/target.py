@@ -129,6 +129,11 @@ class Kind:
         for step in ctx.plan.steps:
             ctx.run_step(step)
 
+    def builds_by_steps(self, ctx: KindContext) -> bool:
+        """Whether this target's build is only its plan's steps (so another machine can run them:
+        the Ray executor); a kind that overrides `run` says when it still is."""
+        return type(self).run is Kind.run
+
 
 KINDS: dict[str, Kind] = {}
 

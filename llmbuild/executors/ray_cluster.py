@@ -100,13 +100,6 @@ class StepFailed(Exception):
         return StepFailed, (str(self), self.log)
 
 
-def is_step_kind(target: Target) -> bool:
-    """Whether the kind's build is only its plan's steps (the default `Kind.run`)."""
-    from ..core.target import Kind
-
-    return type(target.kind).run is Kind.run
-
-
 def gpu_count(plan) -> int:
     given = plan.gpus if isinstance(plan.gpus, int) else len(plan.gpus)
     return max([given, *(step.gpus for step in plan.steps)])

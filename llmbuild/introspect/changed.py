@@ -28,7 +28,8 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,19 +77,28 @@ def changed_targets(ws: Workspace, since: str, *, environ: Mapping[str, str] | N
     `environ` should be what `ws` was loaded with (LLMBUILD_LANE etc. apply to both sides);
     default: os.environ."""
     environ = dict(os.environ if environ is None else environ)
+    with checked_out(ws, since) as sides:
+        rev_ws = sides.load_rev(since, environ, sides.scratch, ws.plugins)
+        sides.collect_changes(rev_ws)
+        return _compare(ws, rev_ws, sides, since, sides.commit)
+
+
+@contextmanager
+def checked_out(ws: Workspace, rev: str) -> Iterator[_Sides]:
+    """The workspace's repository at git revision `rev`, materialised in a scratch directory
+    (`sides.rev_top`; files git ignores, such as weights, linked from the working tree) for as long
+    as the block runs."""
     git = _Git(ws.root)
     top, prefix = git.locate()
-    commit = git.resolve(since)
-    with tempfile.TemporaryDirectory(prefix="llmbuild-changed-") as tmp:
-        tmp_path = Path(tmp).resolve()
-        rev_top = tmp_path / "tree"
+    commit = git.resolve(rev)
+    with tempfile.TemporaryDirectory(prefix="llmbuild-rev-") as tmp:
+        scratch = Path(tmp).resolve()
+        rev_top = scratch / "tree"
         rev_top.mkdir()
         git.materialise(commit, prefix, rev_top, top)
-        sides = _Sides(ws, git, top, prefix, commit, rev_top, tmp_path)
+        sides = _Sides(ws, git, top, prefix, commit, rev_top, scratch)
         sides.overlay_ignored()
-        rev_ws = sides.load_rev(since, environ, tmp_path, ws.plugins)
-        sides.collect_changes(rev_ws)
-        return _compare(ws, rev_ws, sides, since, commit)
+        yield sides
 
 
 def build_affected(ws: Workspace, report: ChangedReport, doit_args: Sequence[str],

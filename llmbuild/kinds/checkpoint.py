@@ -215,3 +215,6 @@ class Checkpoint(Kind):
             llmapi.write_passthrough(ctx)
         else:
             super().run(ctx)
+
+    def builds_by_steps(self, ctx):
+        return not (ctx.toolchain.engine_free and ctx.fields.quantization is None)

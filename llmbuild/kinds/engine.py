@@ -268,6 +268,9 @@ class Engine(Kind):
         else:
             super().run(ctx)
 
+    def builds_by_steps(self, ctx):
+        return not ctx.toolchain.engine_free
+
 
 #: TensorRT-LLM LoRA module -> Hugging Face (PEFT) module name, as its HF LoRA loader maps them.
 HF_LORA_MODULES = {"attn_q": "q_proj", "attn_k": "k_proj", "attn_v": "v_proj", "attn_dense": "o_proj",
