@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from cache_checks import interruptible
 from conftest import MODEL_TOML, TINY_HF
 
 from llmbuild.core import progress as core_progress
@@ -54,7 +55,7 @@ def in_pty(argv: list[str], cwd: Path, env: dict[str, str], interrupt_when: str 
     wrote (SIGINT once `interrupt_when` has appeared)."""
     master, slave = os.openpty()
     process = subprocess.Popen(argv, cwd=cwd, env={**env, "COLUMNS": "200", "TERM": "xterm"},
-                               stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+                               stdin=slave, stdout=slave, stderr=slave, close_fds=True, preexec_fn=interruptible)
     os.close(slave)
     output, deadline, interrupted = b"", time.monotonic() + timeout, False
     try:
@@ -159,7 +160,7 @@ def test_ctrl_c_ends_with_the_summary_and_no_traceback(make_workspace):
     w.add_model("a", TINY_HF)
     env = w.env(LLMBUILD_TEST_BUILD_SECONDS="120")  # the engine build takes two minutes
     process = subprocess.Popen([sys.executable, "-m", "doit", "models/a"], cwd=w.root, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     seen = ""
     assert process.stdout is not None
     for line in process.stdout:  # timestamped progress lines: stdout is not a terminal

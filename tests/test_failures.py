@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from cache_checks import interruptible
+
 pytestmark = pytest.mark.slow
 
 PIPELINE = """\
@@ -112,7 +114,7 @@ def test_failed_smoke_removes_its_link_and_its_log_holds_answers_and_triton_log(
 def test_interrupted_build_leaves_no_link_from_the_moment_it_starts(ws):
     edit(ws, 'prompt = "What is machine learning?"', 'prompt = "What is deep learning?"')
     doit = subprocess.Popen([sys.executable, "-m", "doit"], cwd=ws.root, env=ws.env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=interruptible)
     deadline = time.monotonic() + 300
     while not any((ws.cache / "staging").glob("*")):  # the smoke's build has started
         assert doit.poll() is None and time.monotonic() < deadline
