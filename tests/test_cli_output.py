@@ -239,3 +239,51 @@ def test_triton_install_is_its_own_phase_and_not_in_the_smoke_seconds(make_works
     assert phases.index("pip: collecting torch==2.13.0") < phases.index(
         next(p for p in phases if p.startswith("starting Triton on :")))
     assert wall - result.seconds >= 3.0  # the install's three seconds are not the smoke's
+
+
+# -- a newcomer's session -------------------------------------------------------------------------
+
+def test_a_newcomers_session_shows_no_traceback_and_no_doit_internals(make_workspace):
+    """Build, edit, break, interrupt and explain, from the workspace root and from a model
+    directory: every command answers in llmbuild's words."""
+    w = make_workspace()
+    w.add_model("a", TINY_HF)
+    model = w.root / "models" / "a"
+    build_toml = model / "BUILD.toml"
+    said: list[str] = []
+
+    def run(*argv: str, cwd: Path = w.root, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=env or w.env(), capture_output=True,
+                              text=True, timeout=300)
+        said.append(done.stdout + done.stderr)
+        return done
+
+    assert run("doit").returncode == 0  # build, from the root
+    build_toml.write_text(build_toml.read_text().replace("max_batch_size = 4", "max_batch_size = 3"))
+    assert "max_batch_size" in run("llmbuild", "explain", ":engine", cwd=model).stdout  # explain the edit, from the model
+    assert run("doit", "-k", cwd=model).returncode == 0  # rebuild, from the model directory
+    assert run("doit", "-k", ":engine", cwd=model).returncode == 0
+    assert run("llmbuild", "plan", ".", cwd=model).returncode == 0
+    typo = run("llmbuild", "explain", ":engin", cwd=model)
+    assert typo.returncode != 0 and "did you mean ':engine'?" in typo.stderr, typo.stderr
+    assert "did you mean 'models/a'?" in run("doit", "models/aa").stderr
+    build_toml.write_text(build_toml.read_text().replace("max_batch_size = 3", 'max_batch_size = "three"'))
+    broken = run("doit")  # break it
+    assert broken.returncode != 0 and "max_batch_size" in broken.stderr, broken.stderr
+    build_toml.write_text(build_toml.read_text().replace('max_batch_size = "three"', "max_batch_size = 2"))
+    slow = w.env(LLMBUILD_TEST_BUILD_SECONDS="120")  # interrupt a rebuild with Ctrl-C
+    process = subprocess.Popen([sys.executable, "-m", "doit", "-k"], cwd=model, env=slow, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
+    seen = ""
+    assert process.stdout is not None
+    for line in process.stdout:
+        seen += line
+        if "running trtllm_build" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    rest, errors = process.communicate(timeout=120)
+    said.append(seen + rest + errors)
+    assert process.returncode == 130 and (rest + errors).rstrip().endswith("interrupted"), said[-1]
+    assert run("llmbuild", "explain", "//models/a:engine").returncode == 0
+    for output in said:
+        assert_no_internals(output)
