@@ -19,12 +19,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .core.cache import Cache, _remove_tree
+from .core.cache import Cache, remove_tree
 from .core.errors import LLMBuildError
 from .core.faults import reach
 from .core.protocols import RemoteCache
+from .core.units import human_size as human
 from .core.workspace import NotReady, Workspace
-from .doit.reporter import _size as human
 
 #: Failed attempts and quarantined entries older than this go at every gc (unless --older-than says less).
 SET_ASIDE_DAYS = 7
@@ -259,7 +259,7 @@ def cache_gc(ws: Workspace, *, max_size: int | None, older_than: float | None, k
     def remove(path: Path, what: str, size: int) -> None:
         print(f"{verb} {what}")
         if not dry_run:
-            _remove_tree(path)
+            remove_tree(path)
         removed.append((what, size))
 
     for path in sorted((cache.root / "staging").glob("*")) + sorted((cache.root / "entries").glob("??/.*.evicted.*")):

@@ -115,7 +115,7 @@ class Cache:
         staging_root = self.root / "staging"
         staging_root.mkdir(parents=True, exist_ok=True)
         for stale in staging_root.glob(f"{key}.*"):
-            _remove_tree(stale)
+            remove_tree(stale)
         path = staging_root / f"{key}.{os.getpid()}"
         (path / OUT).mkdir(parents=True)
         return Staging(key, path)
@@ -134,14 +134,14 @@ class Cache:
         target = self.entry(staging.key)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():  # committed meanwhile by a builder that did not lock (should not happen)
-            _remove_tree(staging.path)
+            remove_tree(staging.path)
         else:
             os.rename(staging.path, target)
         return target
 
     def drop(self, staging: Staging) -> None:
         """Remove a staging directory that will not be committed."""
-        _remove_tree(staging.path)
+        remove_tree(staging.path)
 
     def evict(self, key: str) -> None:
         """Drop a committed entry (call with the key's lock held)."""
@@ -149,13 +149,13 @@ class Cache:
         if entry.exists():
             doomed = entry.with_name(f".{key}.evicted.{os.getpid()}")
             os.rename(entry, doomed)
-            _remove_tree(doomed)
+            remove_tree(doomed)
 
     def keep_failed(self, staging: Staging) -> Path:
         """Keep a failed attempt (its log and partial output); only the key's newest few stay."""
         failed = self._set_aside("failed", staging.key, staging.path)
         for old in sorted(failed.parent.glob(f"{staging.key}.*"))[:-FAILED_PER_KEY]:
-            _remove_tree(old)
+            remove_tree(old)
         return failed
 
     def _set_aside(self, where: str, key: str, path: Path) -> Path:
@@ -300,7 +300,7 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     def make_writable(func, failed_path, _exc):
         os.chmod(os.path.dirname(failed_path), 0o755)
         os.chmod(failed_path, 0o755)

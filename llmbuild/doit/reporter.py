@@ -18,6 +18,7 @@ from doit.reporter import ConsoleReporter, JsonReporter
 from ..core.build import BUILT, FAILED, SKIPPED, UP_TO_DATE, unlink_dist
 from ..core.cache import write_json_atomic
 from ..core.errors import LLMBuildError
+from ..core.units import human_size
 from ..core.workspace import NotReady
 from . import state
 from .display import Display
@@ -161,18 +162,8 @@ class RunRecord:
         hashed = state.loaded().digests.hashed
         if hashed["files"]:
             lines.append(f"hashed {hashed['files']} file{'s' * (hashed['files'] != 1)}, "
-                         f"{_size(hashed['bytes'])} in {hashed['seconds']:.1f} s")
+                         f"{human_size(hashed['bytes'])} in {hashed['seconds']:.1f} s")
         return lines
-
-
-def _size(count: int) -> str:
-    """Bytes as people read them: 512 B, 3.4 MB, 12.0 GB (powers of 1000, as `ls -h --si`)."""
-    value, unit = float(count), "B"
-    for bigger in ("kB", "MB", "GB", "TB"):
-        if value < 1000:
-            break
-        value, unit = value / 1000, bigger
-    return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 class RunReporter(RunRecord, ConsoleReporter):
