@@ -24,6 +24,7 @@ from .errors import BuildFailed, LLMBuildError
 from .faults import reach
 from .keys import KeyDocument
 from .progress import Progress
+from .processes import running
 from .protocols import Builder, Executor, RemoteCache, Server
 from .redact import redact
 from .slots import SlotPool
@@ -128,24 +129,13 @@ def link_dist(ws: Workspace, target: Target, key: str) -> None:
     tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
     for stale in link.parent.glob(f".{link.name}.*.tmp"):  # ours, or left by a killed process
         pid = stale.name.rsplit(".", 2)[1]
-        if stale == tmp or pid.isdigit() and not _running(int(pid)):
+        if stale == tmp or pid.isdigit() and not running(int(pid)):
             stale.unlink(missing_ok=True)
     os.symlink(ws.cache.out(key), tmp)
     reach("dist-link")
     os.replace(tmp, link)
     ws.cache.stamp_used(key)
     ws.cache.register_dist(ws.dist)
-
-
-def _running(pid: int) -> bool:
-    """Whether a process of this host has this ID (one of another user counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def bring_up_to_date(ws: Workspace, target: Target) -> Result:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import BuildFailed, LLMBuildError
+from ..core.processes import running
 from ..core.progress import report
 from ..core.protocols import Invocation
 from ..core.redact import Redactor, secret_names
@@ -218,13 +219,7 @@ def _owner_alive(owner: str) -> bool | None:
     if now is None:
         return False
     if not sys.platform.startswith("linux"):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
+        return running(pid)
     return now == start or now == ""
 
 

@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
+from llmbuild.core.processes import running
 from llmbuild.toolchains.client import TritonStartError, wait_until_ready
 from llmbuild.toolchains.cpu.install import TritonEnv, pdeathsig_preexec
 
@@ -105,13 +106,9 @@ def _sweep_stale_workdirs() -> None:
         pid = d.name[len(_WORKDIR_PREFIX):].split("-", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if not running(int(pid)):
             with contextlib.suppress(OSError):
                 d.rmdir()  # only if empty
-        except PermissionError:
-            pass
 
 
 class TritonServer:
