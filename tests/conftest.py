@@ -18,7 +18,7 @@ pytest_plugins = ["docker_fixtures", "s3_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 #: One CPU Triton install shared by every test workspace (the first install takes ~40 s).
-TOOLCHAINS = Path(os.environ.get("LLMBUILD_TEST_CACHE", REPO / "cache")) / "toolchains"
+TOOLCHAINS = Path(os.environ.get("LLMBUILD_TEST_CACHE") or REPO / "cache") / "toolchains"
 TINY_HF = REPO / "models" / "tiny-llama" / "hf"
 MAKE_TINY = REPO / "models" / "tiny-llama" / "make_tiny_llama.py"
 

@@ -189,14 +189,16 @@ def install_log(target: Path) -> Path:
 def ensure_cpu_triton(
     root: Path,
     *,
-    progress: Callable[[str], object] = print,
+    progress: Callable[[str], object] | None = None,
     base_python: str = BASE_PYTHON,
 ) -> TritonEnv:
-    """Return the CPU Triton environment under ``root``, installing it if needed.
+    """Return the CPU Triton environment under ``root``, installing it if needed; what it does
+    goes to ``progress`` (default: stderr, leaving stdout to the caller).
 
     Idempotent and safe to call from concurrent processes: one builds while
     the others wait on the lock, then all reuse the same directory.
     """
+    progress = progress or _to_stderr
     found = find_cpu_triton(root, base_python=base_python)
     if found is not None:
         return found
@@ -226,6 +228,10 @@ def ensure_cpu_triton(
         return _locate(target)
     finally:
         lock.release()
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _build(target: Path, *, base_python: str, progress: Callable[[str], object]) -> None:
