@@ -233,7 +233,7 @@ def reap_orphans(client=None) -> list[str]:
 
     client = client or docker_client()
     removed: list[str] = []
-    for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
+    for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}, ignore_removed=True):
         owner = (container.labels or {}).get(OWNER_LABEL, "")
         if _owner_alive(owner) is not False:
             continue
