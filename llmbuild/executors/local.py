@@ -14,6 +14,7 @@ from typing import Any
 
 from ..core.errors import BuildFailed
 from ..core.faults import reach
+from ..core.processes import raise_if_interrupted, watch_interrupts
 from ..core.progress import report
 from ..core.protocols import Invocation
 from ..core.redact import Redactor, secret_names
@@ -69,12 +70,14 @@ def run_logged(argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str
     with open(log_path, "ab") as log:
         log.write(redactor.bytes(("$ " + " ".join(argv) + "\n").encode()))
         log.flush()
+        watch_interrupts()
         process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, start_new_session=True,
                                    preexec_fn=die_with_parent)
         expired = threading.Event()
         timer = threading.Timer(timeout, _expire, (process, expired)) if timeout is not None else None
         try:
+            raise_if_interrupted()
             if timer is not None:
                 timer.daemon = True
                 timer.start()
